@@ -1,0 +1,174 @@
+"""Sample-set metrics: pass@k, maj@k, majority vote, bootstrap intervals and the per-variant summary table.
+
+Inputs are already graded (see `answers.grade`); this module never reads completions or files. numpy and
+pandas only, so it tests in milliseconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from helpers.answers import is_correct
+
+CHECKERS = ("strict", "lenient")
+BOOT_SEED = 0  # fixed so that a rerun of the same samples prints the same intervals
+
+
+def _pass_at_k_one(n: int, c: int, k: int) -> float:
+    if not 0 <= c <= n:
+        raise ValueError(f"pass_at_k: c={c} correct of n={n} samples is impossible; need 0 <= c <= n.")
+    if n - c < k:
+        return 1.0
+    # Product form of 1 - C(n-c, k) / C(n, k) (Chen et al. 2021): no huge binomials, stable for large n.
+    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
+
+
+def pass_at_k(n: int, c: int | Sequence[int] | np.ndarray, k: int) -> float | np.ndarray:
+    """Unbiased pass@k estimator 1 - C(n-c, k)/C(n, k) for n samples of which c are correct.
+
+    Vectorized over `c`: an array of counts gives an array of estimates.
+
+    >>> pass_at_k(8, 2, 1), round(pass_at_k(8, 2, 8), 3)
+    (0.25, 1.0)
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"pass_at_k: k={k} must be between 1 and n={n} (the samples per problem).")
+    if np.ndim(c) == 0:
+        return _pass_at_k_one(n, int(c), k)
+    return np.array([_pass_at_k_one(n, int(ci), k) for ci in np.asarray(c)], dtype=float)
+
+
+def maj_at_k(correct_counts: Sequence[int] | np.ndarray, n: int) -> float:
+    """The seed's maj@k: share of problems correct in more than half of their n samples (5+ of 8).
+
+    >>> maj_at_k([8, 5, 4, 0], 8)
+    0.5
+    """
+    counts = np.asarray(correct_counts)
+    if counts.size == 0:
+        raise ValueError("maj_at_k: no problems given.")
+    return float(np.mean(counts * 2 > n))
+
+
+def majority_answer(preds: Sequence[str | None]) -> str | None:
+    """The most common answer; ties go to the one seen first, and None never wins.
+
+    >>> majority_answer(["3", None, None, "4", "4", "3"])
+    '3'
+    """
+    counts = Counter(p for p in preds if p is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    return next(p for p in preds if p is not None and counts[p] == best)
+
+
+def majority_vote_accuracy(preds_per_problem: Sequence[Sequence[str | None]], golds: Sequence[str]) -> float:
+    """Self-consistency accuracy: the share of problems whose majority answer equals the gold."""
+    if len(preds_per_problem) == 0:
+        raise ValueError("majority_vote_accuracy: no problems given.")
+    hits = [is_correct(majority_answer(p), g) for p, g in zip(preds_per_problem, golds, strict=True)]
+    return float(np.mean(hits))
+
+
+def bootstrap_ci(
+    per_problem_values: Sequence[float] | np.ndarray, n_boot: int = 1000, seed: int = BOOT_SEED
+) -> tuple[float, float]:
+    """95 % percentile interval of the mean, resampling problems with replacement."""
+    values = np.asarray(per_problem_values, dtype=float)
+    if values.size == 0:
+        raise ValueError("bootstrap_ci: no values given.")
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def paired_bootstrap_diff(
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    n_boot: int = 1000,
+    seed: int = BOOT_SEED,
+) -> tuple[float, float, float]:
+    """Mean of a - b over the same problems, with its 95 % paired bootstrap interval."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(
+            f"paired_bootstrap_diff: a has {a.size} problems, b has {b.size}; pair the same ones."
+        )
+    diff = a - b
+    low, high = bootstrap_ci(diff, n_boot, seed)
+    return float(diff.mean()), low, high
+
+
+def per_problem(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
+    """One row per problem: samples `n`, correct count `c`, and the majority-vote hit, for one checker."""
+    if checker not in CHECKERS:
+        raise ValueError(f"Unknown checker {checker!r}. Choose one of: {', '.join(CHECKERS)}.")
+    grouped = graded.groupby("problem_id", sort=True)
+    table = grouped.agg(
+        n=(f"{checker}_correct", "size"), c=(f"{checker}_correct", "sum"), gold=("gold", "first")
+    )
+    votes = grouped[f"pred_{checker}"].agg(lambda s: majority_answer(list(s)))
+    table["vote_correct"] = [is_correct(v, g) for v, g in zip(votes, table["gold"], strict=True)]
+    return table
+
+
+REQUIRED_COLUMNS = (
+    "variant",
+    "problem_id",
+    "gold",
+    "strict_correct",
+    "lenient_correct",
+    "has_format",
+    "pred_strict",
+    "pred_lenient",
+)
+
+
+def _summary_row(graded: pd.DataFrame, checker: str, n_boot: int) -> dict[str, float | int | str]:
+    table = per_problem(graded, checker)
+    sizes = table["n"].unique()
+    if len(sizes) != 1:
+        raise ValueError(f"summarize: problems have different sample counts {sorted(sizes)}; sample k each.")
+    n = int(sizes[0])
+    row: dict[str, float | int | str] = {"n_problems": len(table), "n_samples": int(table["n"].sum())}
+    for k in range(1, n + 1):
+        row[f"pass@{k}"] = float(pass_at_k(n, table["c"].to_numpy(), k).mean())
+    per_metric = {
+        "pass@1": pass_at_k(n, table["c"].to_numpy(), 1),
+        f"pass@{n}": pass_at_k(n, table["c"].to_numpy(), n),
+        f"maj@{n}": (table["c"].to_numpy() * 2 > n).astype(float),
+    }
+    row[f"maj@{n}"] = float(per_metric[f"maj@{n}"].mean())
+    row["majority_vote"] = float(table["vote_correct"].mean())
+    row["format_rate"] = float(graded["has_format"].mean())
+    if "n_tokens" in graded:
+        row["mean_tokens"] = float(graded["n_tokens"].mean())
+    for name, values in per_metric.items():
+        row[f"{name}_lo"], row[f"{name}_hi"] = bootstrap_ci(values, n_boot)
+    return row
+
+
+def summarize(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """One row per (variant, checker) from one row per graded sample.
+
+    Columns: n_problems, n_samples, pass@1..pass@n, maj@n, majority_vote, format_rate, mean_tokens (when
+    `n_tokens` is given) and 95 % bootstrap bounds `<metric>_lo`/`_hi` for pass@1, pass@n and maj@n.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in graded.columns]
+    if missing:
+        raise ValueError(
+            f"summarize: graded samples lack columns {missing}; grade them with answers.grade first."
+        )
+    if graded.empty:
+        raise ValueError("summarize: no graded samples given.")
+    rows = []
+    for variant, part in graded.groupby("variant", sort=False):
+        for checker in CHECKERS:
+            rows.append({"variant": variant, "checker": checker, **_summary_row(part, checker, n_boot)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,49 @@
+"""Tiny shared fixtures: five GSM8K rows and a few fake completions. No downloads.
+
+Run everything with `make test`; the fast part alone with `.venv/bin/python -m pytest tests/unit tests/property`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+GSM8K_ROWS = [
+    {
+        "question": "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+        "May. How many clips did Natalia sell altogether in April and May?",
+        "answer": "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips "
+        "altogether in April and May.\n#### 72",
+    },
+    {
+        "question": "Weng earns $12 an hour for babysitting. Yesterday, she just did 50 minutes of babysitting. "
+        "How much did she earn?",
+        "answer": "Weng earns 12/60 = $<<12/60=0.2>>0.2 per minute.\nWorking 50 minutes, she earned 0.2 x 50 = "
+        "$<<0.2*50=10>>10.\n#### 10",
+    },
+    {
+        "question": "A shop sells 1,200 pens a day. How many in 3 days?",
+        "answer": "1200*3=<<1200*3=3600>>3600\n#### 3,600",
+    },
+    {"question": "It is -5 degrees and drops 3. What now?", "answer": "-5-3=<<-5-3=-8>>-8\n#### -8"},
+    {"question": "Tom has 7 apples and gets 5 more. How many?", "answer": "7+5=<<7+5=12>>12\n#### 12"},
+]
+
+
+@pytest.fixture
+def gsm8k_dir(tmp_path: Path) -> Path:
+    """A directory in GSM8K's own layout holding the five rows as both splits."""
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    return tmp_path
+
+
+@pytest.fixture(scope="session")
+def smollm2_completions() -> list[dict]:
+    """960 real SmolLM2-135M completions on GSM8K train problems, with their gold numbers."""
+    with open(FIXTURES / "smollm2_completions.jsonl") as f:
+        return [json.loads(line) for line in f]
