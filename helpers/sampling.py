@@ -1,0 +1,272 @@
+"""k completions per problem, stored as JSONL that a killed run resumes without losing or repeating a row.
+
+GPU: vLLM through Unsloth's `fast_generate`, all prompts of a chunk in one call, adapters as LoRARequests.
+CPU: the continuously batched decode loop in `decoding`. Both write the same rows, graded with `answers`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from helpers import answers, data, decoding, models
+from helpers.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+ROW_FIELDS = (
+    "problem_id",
+    "sample_idx",
+    "completion",
+    "n_tokens",
+    "finish_reason",
+    "model",
+    "seed",
+    "temperature",
+)
+SETTINGS = ("model", "seed", "temperature")  # rows of one file must agree on these
+# Rows in flight on CPU. Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
+# 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
+CPU_MAX_ROWS = 32
+VLLM_CHUNK = 512  # problems per vLLM call: big enough to batch well, small enough that a crash loses little
+
+
+def read_samples(path: str | os.PathLike) -> pd.DataFrame:
+    """Rows of a sample file; a partial last line (a killed write) is cut off, duplicate rows keep the first."""
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=list(ROW_FIELDS))
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        log.warning(
+            "%s ends in a partial row (%d bytes) from an interrupted run: dropping it", path, len(raw) - cut
+        )
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+        raw = raw[:cut]
+    rows = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+    frame = pd.DataFrame(rows, columns=list(ROW_FIELDS)) if rows else pd.DataFrame(columns=list(ROW_FIELDS))
+    duplicated = frame.duplicated(["problem_id", "sample_idx"])
+    if duplicated.any():
+        log.warning("%s holds %d duplicate rows: keeping the first of each", path, int(duplicated.sum()))
+    return frame[~duplicated].reset_index(drop=True)
+
+
+def grade_samples(samples: pd.DataFrame, golds: Mapping[str, str]) -> pd.DataFrame:
+    """The samples with `gold` and both checkers' grades (`answers.Grade` fields) joined on."""
+    missing = sorted(set(samples["problem_id"]) - set(golds))
+    if missing:
+        raise ValueError(f"{len(missing)} sampled problems have no gold answer (e.g. {missing[:3]}).")
+    graded = samples.copy()
+    graded["gold"] = [golds[p] for p in graded["problem_id"]]
+    grades = [answers.grade(t, g) for t, g in zip(graded["completion"], graded["gold"], strict=True)]
+    for name in ("pred_strict", "pred_lenient", "has_format", "strict_correct", "lenient_correct"):
+        graded[name] = [getattr(g, name) for g in grades]
+    return graded
+
+
+def _check_settings(existing: pd.DataFrame, settings: dict[str, Any], path: Path) -> None:
+    for key, value in settings.items():
+        seen = set(existing[key])
+        if seen and seen != {value}:
+            raise ValueError(
+                f"{path} holds samples with {key}={sorted(map(str, seen))}, not {value!r}: a resumed run must use "
+                "the same settings. Delete the file to start over, or pass another out_path."
+            )
+
+
+def _validate(problems: Any, k: int, temperature: float, top_p: float, max_new_tokens: int) -> None:
+    if k < 1:
+        raise ValueError(f"k={k}: need at least one sample per problem.")
+    if temperature < 0 or not 0 < top_p <= 1 or max_new_tokens < 1:
+        raise ValueError(
+            f"temperature={temperature}, top_p={top_p}, max_new_tokens={max_new_tokens}: need temperature >= 0, "
+            "0 < top_p <= 1 and max_new_tokens >= 1."
+        )
+    missing = [c for c in ("id", "question", "gold") if c not in problems.column_names]
+    if missing:
+        raise ValueError(f"problems lack columns {missing}; load them with helpers.data.load_gsm8k.")
+    if len(problems) == 0:
+        raise ValueError("No problems to sample: the problem set is empty.")
+
+
+def sample(
+    model_ref: str | tuple[Any, Any],
+    problems: Any,
+    *,
+    k: int,
+    temperature: float,
+    top_p: float = 1.0,
+    max_new_tokens: int,
+    seed: int,
+    out_path: str | os.PathLike,
+    backend: str = "auto",
+    adapter: str | os.PathLike | None = None,
+    max_rows: int = CPU_MAX_ROWS,
+) -> pd.DataFrame:
+    """k completions per problem, appended to `out_path` as they finish; returns them graded.
+
+    Args:
+        model_ref: a model name for `models.load_model` (alias, hub id or checkpoint dir), or a loaded
+            `(model, tokenizer)` pair.
+        problems: a `datasets.Dataset` with `id`, `question` and `gold` (see `data.load_gsm8k`).
+        adapter: a saved variant to sample from, when `model_ref` is a name.
+    """
+    _validate(problems, k, temperature, top_p, max_new_tokens)
+    out_path = Path(out_path)
+    existing = read_samples(out_path)
+    done = existing.groupby("problem_id")["sample_idx"].agg(set).to_dict() if len(existing) else {}
+    todo = {pid: [i for i in range(k) if i not in done.get(pid, set())] for pid in problems["id"]}
+    todo = {pid: idxs for pid, idxs in todo.items() if idxs}
+    if todo:
+        model, tokenizer = (
+            models.load_model(model_ref, adapter=adapter, backend=backend)
+            if isinstance(model_ref, str)
+            else model_ref
+        )
+        name = getattr(model, "gsm8k_base", None) or str(model_ref)
+        if getattr(model, "gsm8k_adapter", None):
+            name += f"+{Path(model.gsm8k_adapter).name}"
+        settings = {"model": name, "seed": seed, "temperature": temperature}
+        _check_settings(existing, settings, out_path)
+        questions = dict(zip(problems["id"], problems["question"], strict=True))
+        prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
+        engine = _vllm_completions if getattr(model, "gsm8k_backend", "") == "unsloth" else _cpu_completions
+        stream = engine(model, tokenizer, prompts, todo, seed, temperature, top_p, max_new_tokens, max_rows)
+        _write(stream, out_path, settings, total=sum(map(len, todo.values())))
+    else:
+        log.info("%s already holds %d samples for every problem: nothing to sample", out_path, k)
+    rows = read_samples(out_path)
+    rows = rows[rows["problem_id"].isin(set(problems["id"])) & (rows["sample_idx"] < k)]
+    return grade_samples(
+        rows.reset_index(drop=True), dict(zip(problems["id"], problems["gold"], strict=True))
+    )
+
+
+def stats_path(path: str | os.PathLike) -> Path:
+    """Where the throughput of a sample file is kept: `<name>.stats.json` beside it."""
+    return Path(path).with_suffix(".stats.json")
+
+
+def read_stats(path: str | os.PathLike) -> dict[str, float]:
+    """Completions, tokens and seconds spent sampling a file (summed over resumed runs), with rates."""
+    stats = json.loads(stats_path(path).read_text()) if stats_path(path).exists() else {}
+    stats = {"completions": 0, "tokens": 0, "seconds": 0.0, **stats}
+    seconds = max(stats["seconds"], 1e-9)
+    return {
+        **stats,
+        "completions_per_s": stats["completions"] / seconds,
+        "tokens_per_s": stats["tokens"] / seconds,
+    }
+
+
+def _write(stream: Iterable[dict[str, Any]], path: Path, settings: dict[str, Any], total: int) -> None:
+    """Append each row as it arrives, flushed, with a progress bar; add the throughput to the stats file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start, tokens, count = time.perf_counter(), 0, 0
+    try:
+        with (
+            open(path, "a", encoding="utf-8") as f,
+            tqdm(total=total, desc="sampling", mininterval=10) as bar,
+        ):
+            for row in stream:
+                f.write(json.dumps({**row, **settings}) + "\n")
+                f.flush()  # a killed run keeps every finished row
+                tokens, count = tokens + row["n_tokens"], count + 1
+                bar.update(1)
+                bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}", refresh=False)
+    finally:
+        old = read_stats(path)
+        new = {
+            "completions": old["completions"] + count,
+            "tokens": old["tokens"] + tokens,
+            "seconds": round(old["seconds"] + time.perf_counter() - start, 3),
+        }
+        atomic_write_text(stats_path(path), json.dumps(new) + "\n")
+
+
+def _cpu_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: dict[str, str],
+    todo: dict[str, list[int]],
+    seed: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    max_rows: int,
+) -> Iterator[dict[str, Any]]:
+    model.eval()
+    pids = sorted(todo, key=lambda pid: len(prompts[pid]))  # similar lengths together: less padding
+    requests = [
+        decoding.Request(i, s, decoding.row_seed(seed, pid, s))
+        for i, pid in enumerate(pids)
+        for s in todo[pid]
+    ]
+    for c in decoding.stream_completions(
+        model,
+        tokenizer,
+        [prompts[pid] for pid in pids],
+        requests,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        max_rows=max_rows,
+    ):
+        yield {
+            "problem_id": pids[c.prompt_index],
+            "sample_idx": c.sample_idx,
+            "completion": c.text,
+            "n_tokens": c.n_tokens,
+            "finish_reason": c.finish_reason,
+        }
+
+
+def _vllm_completions(
+    model: Any,
+    tokenizer: Any,
+    prompts: dict[str, str],
+    todo: dict[str, list[int]],
+    seed: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+    max_rows: int,
+) -> Iterator[dict[str, Any]]:
+    from vllm import SamplingParams
+
+    lora = model.load_lora(model.gsm8k_adapter) if getattr(model, "gsm8k_adapter", None) else None
+    pids = list(todo)
+    for start in range(0, len(pids), VLLM_CHUNK):
+        chunk = pids[start : start + VLLM_CHUNK]
+        params = [
+            SamplingParams(
+                n=len(todo[pid]),
+                temperature=temperature,
+                top_p=top_p,
+                max_tokens=max_new_tokens,  # vLLM's default is 16
+                seed=decoding.row_seed(seed, pid, todo[pid][0]),
+            )
+            for pid in chunk
+        ]
+        outs = model.fast_generate(
+            [prompts[pid] for pid in chunk], sampling_params=params, lora_request=lora, use_tqdm=False
+        )
+        for pid, out in zip(chunk, outs, strict=True):
+            for idx, o in zip(todo[pid], out.outputs, strict=True):
+                yield {
+                    "problem_id": pid,
+                    "sample_idx": idx,
+                    "completion": o.text,
+                    "n_tokens": len(o.token_ids),
+                    "finish_reason": o.finish_reason,
+                }
