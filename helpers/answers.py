@@ -23,6 +23,7 @@ ANSWER_IS_RE = re.compile(r"answer\s*(?:is|was|=|:)\s*:?\s*\**\s*(" + NUMBER_PAT
 _NUMBER_CHARS = frozenset("0123456789.,$-/ ")
 _DIGITS = "0123456789"
 MARKER = "####"
+CHECKERS = ("strict", "lenient")  # the two readings every grade carries; metrics and filtering use both
 
 
 @dataclass(frozen=True)

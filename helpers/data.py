@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,11 @@ def load_gsm8k(split: str, source: str | os.PathLike | None = None) -> datasets.
     return datasets.Dataset.from_list(rows)
 
 
+# Llama 3.2's chat template writes today's date into the system turn unless given one: a fixed date keeps
+# prompts, and so samples, the same on every day a run is resumed (templates without the variable ignore it).
+PROMPT_DATE = "26 Jul 2024"
+
+
 def build_messages(question: str) -> list[dict[str, str]]:
     """The chat for one problem: the system instruction, then the question."""
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
@@ -139,7 +145,9 @@ def build_messages(question: str) -> list[dict[str, str]]:
 
 def render_prompt(tokenizer: Any, question: str) -> str:
     """The chat-templated prompt text, ending where the assistant starts to write."""
-    return tokenizer.apply_chat_template(build_messages(question), tokenize=False, add_generation_prompt=True)
+    return tokenizer.apply_chat_template(
+        build_messages(question), tokenize=False, add_generation_prompt=True, date_string=PROMPT_DATE
+    )
 
 
 def select(ds: datasets.Dataset, n: int | None, seed: int, easiest_first: bool = False) -> datasets.Dataset:
@@ -156,3 +164,86 @@ def select(ds: datasets.Dataset, n: int | None, seed: int, easiest_first: bool =
         order = sorted(range(len(ds)), key=lambda i: (steps[i], len(solutions[i]), i))
         return ds.select(order[:n])
     return ds.shuffle(seed=seed).select(range(n))
+
+
+# --- The generated toy set -------------------------------------------------------------------------------
+# The CPU model is at chance on GSM8K (shared/calibration), so the smoke profile runs on word problems of one
+# to three steps with small numbers, in GSM8K's own shape, which it sometimes solves.
+NAMES = ("Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Zoe")
+ITEMS = ("apples", "coins", "pens", "books", "cards", "stickers", "eggs", "shells")
+TOY_TEST_SHARE = 5  # one question in five belongs to the test split, decided by its hash
+
+
+def _toy_problem(rng: random.Random) -> tuple[str, list[tuple[str, int]]]:
+    """A question and its worked steps as (text before the result, result) pairs."""
+    name, item = rng.choice(NAMES), rng.choice(ITEMS)
+    a, b, c = rng.randint(2, 9), rng.randint(2, 9), rng.randint(1, 9)
+    kind = rng.choices(
+        ["add", "sub", "mul", "div", "add_sub", "mul_add", "add_mul_sub"], [3, 3, 3, 2, 2, 2, 1]
+    )[0]
+    if kind == "add":
+        q = f"{name} has {a} {item} and gets {b} more. How many {item} does {name} have now?"
+        return q, [(f"{name} has {a}+{b}", a + b)]
+    if kind == "sub":
+        q = f"{name} has {a + b} {item} and gives {b} to a friend. How many {item} does {name} have left?"
+        return q, [(f"{name} has {a + b}-{b}", a)]
+    if kind == "mul":
+        q = f"There are {a} bags with {b} {item} in each bag. How many {item} are there in total?"
+        return q, [(f"There are {a}*{b}", a * b)]
+    if kind == "div":
+        q = f"{name} shares {a * b} {item} equally among {b} friends. How many {item} does each friend get?"
+        return q, [(f"Each friend gets {a * b}/{b}", a)]
+    if kind == "add_sub":
+        c = min(c, a + b)
+        q = f"{name} has {a} {item}, buys {b} more, then gives away {c}. How many {item} are left?"
+        return q, [
+            (f"After buying, {name} has {a}+{b}", a + b),
+            (f"After giving, {name} has {a + b}-{c}", a + b - c),
+        ]
+    if kind == "mul_add":
+        q = f"{name} buys {a} packs of {b} {item} and then finds {c} more. How many {item} does {name} have?"
+        return q, [(f"The packs hold {a}*{b}", a * b), (f"With the found ones, {a * b}+{c}", a * b + c)]
+    d = rng.randint(1, a + b * c)
+    q = (
+        f"{name} has {a} {item}. {name} buys {b} boxes with {c} {item} in each box, then gives {d} away. "
+        f"How many {item} does {name} have now?"
+    )
+    return q, [
+        (f"The boxes hold {b}*{c}", b * c),
+        (f"Together {name} has {a}+{b * c}", a + b * c),
+        (f"After giving, {a + b * c}-{d}", a + b * c - d),
+    ]
+
+
+def _toy_split(question: str) -> str:
+    digest = hashlib.sha256(question.encode()).digest()
+    return "test" if digest[0] % TOY_TEST_SHARE == 0 else "train"
+
+
+def make_arithmetic(n: int, seed: int, split: str) -> datasets.Dataset:
+    """`n` generated word problems in GSM8K's shape and columns, deterministic for (seed, split).
+
+    A question's split is decided by its hash, so train and test never share a question whatever `n` is.
+
+    >>> row = make_arithmetic(1, seed=0, split="train")[0]
+    >>> row["answer"].endswith("#### " + row["gold"])
+    True
+    """
+    if split not in SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Choose one of: {', '.join(SPLITS)}.")
+    if n < 1:
+        raise ValueError(f"make_arithmetic: n={n}; ask for at least one problem.")
+    rng, seen, rows = random.Random(seed), set(), []
+    for _ in range(1000 * n):  # bounded: the question space holds tens of thousands
+        question, steps = _toy_problem(rng)
+        if question in seen or _toy_split(question) != split:
+            continue
+        seen.add(question)
+        lines = [f"{text} = <<{text.split(' ')[-1]}={result}>>{result}." for text, result in steps]
+        solution = "\n".join(lines) + f"\n#### {steps[-1][1]}"
+        rows.append(
+            to_row({"question": question, "answer": solution}, f"toy-{split}-{len(rows):05d}", "arithmetic")
+        )
+        if len(rows) == n:
+            return datasets.Dataset.from_list(rows)
+    raise ValueError(f"make_arithmetic: could not generate {n} distinct {split} problems; ask for fewer.")

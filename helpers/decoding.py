@@ -4,8 +4,8 @@
 the longest one ends, so a batch of 64 soon runs with a handful of rows. This loop prefills each prompt once
 and copies its KV cache to its k rows, drops a row as soon as it writes EOS or finishes its `#### <number>`
 line, and refills the freed places with new prompts, so the batch stays full. Each row samples with its own
-seeded generator, so its text does not depend on what else shares the batch. The file store and the GPU
-path live in `sampling`.
+seeded generator, so its text does not depend on what else shares the batch (up to floating-point
+differences between batch shapes). The file store and the GPU path live in `sampling`.
 """
 
 from __future__ import annotations
@@ -85,6 +85,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Completion:
+    """One finished sample."""
+
     prompt_index: int
     sample_idx: int
     text: str
@@ -136,8 +138,8 @@ def next_tokens(logits: torch.Tensor, rows: list[Row], temperature: float, top_p
         sorted_probs[outside] = 0.0
         probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
     cdf = probs.cumsum(dim=-1)
-    draws = torch.cat([torch.rand(1, generator=row.generator) for row in rows]) * cdf[:, -1]
-    picked = torch.searchsorted(cdf, draws.unsqueeze(1)).squeeze(1)
+    draws = torch.cat([torch.rand(1, generator=row.generator) for row in rows]).to(cdf.device) * cdf[:, -1]
+    picked = torch.searchsorted(cdf, draws.unsqueeze(1), side="right").squeeze(1)  # never a zero-mass token
     return picked.clamp(max=probs.shape[-1] - 1).tolist()
 
 
@@ -146,6 +148,16 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids = [tokenizer.eos_token_id, *(extra if isinstance(extra, list) else [extra])]
     return {int(i) for i in ids if i is not None}
+
+
+def cut_after_answer(text: str, finish_reason: str) -> tuple[str, str]:
+    """A completion cut right after its first finished `#### <number>` line, as the CPU loop stops there.
+
+    >>> cut_after_answer("3+4=7\\n#### 7\\nAnd more.", "stop")
+    ('3+4=7\\n#### 7', 'answer')
+    """
+    match = ANSWER_LINE_RE.search(text)
+    return (text[: match.end()].rstrip("\n"), "answer") if match else (text, finish_reason)
 
 
 def _advance(row: Row, token: int, eos: set[int], piece: str, max_new_tokens: int) -> None:
@@ -198,7 +210,7 @@ def _merge(a: Batch, b: Batch) -> Batch:
 
 def _keep(batch: Batch, keep: list[int]) -> None:
     """Drop finished rows, then the leading columns that are padding for every row left."""
-    index = torch.tensor(keep, dtype=torch.long)
+    index = torch.tensor(keep, dtype=torch.long, device=batch.mask.device)
     batch.cache.batch_select_indices(index)
     batch.rows = [batch.rows[i] for i in keep]
     batch.mask, batch.last_pos = batch.mask[index], batch.last_pos[index]
@@ -251,6 +263,8 @@ def _stream(
     max_new_tokens: int,
     max_rows: int,
 ) -> Iterator[Completion]:
+    if tokenizer.pad_token_id is None:
+        raise ValueError("The tokenizer has no pad token: load the model with helpers.models.load_model.")
     queue = list(requests)
     eos = eos_ids(model, tokenizer)
     batch: Batch | None = None
@@ -276,7 +290,7 @@ def _stream(
         batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(keep), 1)], dim=1)
         batch.last_pos = batch.last_pos + 1
         out = model(
-            input_ids=torch.tensor(tokens).unsqueeze(1),
+            input_ids=torch.tensor(tokens, device=batch.mask.device).unsqueeze(1),
             attention_mask=batch.mask,
             position_ids=batch.last_pos.unsqueeze(1),
             past_key_values=batch.cache,

@@ -12,9 +12,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.answers import is_correct
+from helpers.answers import CHECKERS, is_correct
 
-CHECKERS = ("strict", "lenient")
 BOOT_SEED = 0  # fixed so that a rerun of the same samples prints the same intervals
 
 

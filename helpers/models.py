@@ -38,13 +38,15 @@ def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
     """Fill a sibling temporary directory with `write`, then swap it in: a crash never leaves half a dir."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    old = target.with_name(f".{target.name}.old")
     try:
         write(tmp)
         if target.exists():
-            shutil.rmtree(target)
+            os.replace(target, old)  # renamed aside, not deleted, until the new directory is in place
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def cache_dir() -> Path:
@@ -60,14 +62,11 @@ def resolve_backend(backend: str = "auto") -> tuple[str, str]:
         raise ValueError(f"Unknown backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
     has_cuda = torch.cuda.is_available()
     has_unsloth = importlib.util.find_spec("unsloth") is not None
-    if backend == "unsloth" and not (has_cuda and has_unsloth):
-        missing = (
-            "no CUDA device"
-            if not has_cuda
-            else "unsloth is not installed (pip install -r requirements-gpu.txt)"
-        )
-        raise RuntimeError(
-            f"backend='unsloth' needs a CUDA GPU and Unsloth, but there is {missing}. Use 'auto'."
+    if backend == "unsloth" and not has_cuda:
+        raise RuntimeError("backend='unsloth' needs a CUDA GPU, but there is no CUDA device. Use 'auto'.")
+    if backend == "unsloth" and not has_unsloth:
+        raise ImportError(
+            "backend='unsloth' needs Unsloth: pip install -r requirements-gpu.txt (see README)."
         )
     if backend == "transformers":
         return "transformers", "asked for"

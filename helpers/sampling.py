@@ -1,16 +1,18 @@
 """k completions per problem, stored as JSONL that a killed run resumes without losing or repeating a row.
 
 GPU: vLLM through Unsloth's `fast_generate`, all prompts of a chunk in one call, adapters as LoRARequests.
-CPU: the continuously batched decode loop in `decoding`. Both write the same rows, graded with `answers`.
+CPU: the continuously batched decode loop in `decoding`. Both end a completion at its `#### <number>` line
+and write the same rows, graded with `answers`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,29 +24,18 @@ from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
-ROW_FIELDS = (
-    "problem_id",
-    "sample_idx",
-    "completion",
-    "n_tokens",
-    "finish_reason",
-    "model",
-    "seed",
-    "temperature",
-)
-SETTINGS = ("model", "seed", "temperature")  # rows of one file must agree on these
+# Rows of one file must agree on every setting: a resumed run may not mix samples of two configurations.
+SETTINGS = ("model", "backend", "seed", "temperature", "top_p", "max_new_tokens")
+ROW_FIELDS = ("problem_id", "sample_idx", "completion", "n_tokens", "finish_reason", *SETTINGS)
 # Rows in flight on CPU. Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
 # 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
 CPU_MAX_ROWS = 32
-VLLM_CHUNK = 512  # problems per vLLM call: big enough to batch well, small enough that a crash loses little
+VLLM_CHUNK = 4096  # samples per vLLM call: big enough to batch well, small enough that a crash loses little
 
 
-def read_samples(path: str | os.PathLike) -> pd.DataFrame:
-    """Rows of a sample file; a partial last line (a killed write) is cut off, duplicate rows keep the first."""
-    path = Path(path)
-    if not path.exists():
-        return pd.DataFrame(columns=list(ROW_FIELDS))
-    raw = path.read_bytes()
+def repair_tail(path: Path) -> None:
+    """Cut a partial last line (a write killed mid-row) off a sample file; only the writer calls this."""
+    raw = path.read_bytes() if path.exists() else b""
     if raw and not raw.endswith(b"\n"):
         cut = raw.rfind(b"\n") + 1
         log.warning(
@@ -52,8 +43,20 @@ def read_samples(path: str | os.PathLike) -> pd.DataFrame:
         )
         with open(path, "r+b") as f:
             f.truncate(cut)
-        raw = raw[:cut]
-    rows = [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+
+
+def read_samples(path: str | os.PathLike) -> pd.DataFrame:
+    """Rows of a sample file, skipping a partial last line; duplicate rows keep the first."""
+    path = Path(path)
+    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
+    rows = []
+    for number, line in enumerate(lines[:-1], start=1):  # the text after the last newline is never whole
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"{path}, line {number}, is not a JSON row ({err}). Delete the file to resample."
+            ) from err
     frame = pd.DataFrame(rows, columns=list(ROW_FIELDS)) if rows else pd.DataFrame(columns=list(ROW_FIELDS))
     duplicated = frame.duplicated(["problem_id", "sample_idx"])
     if duplicated.any():
@@ -76,12 +79,27 @@ def grade_samples(samples: pd.DataFrame, golds: Mapping[str, str]) -> pd.DataFra
 
 def _check_settings(existing: pd.DataFrame, settings: dict[str, Any], path: Path) -> None:
     for key, value in settings.items():
-        seen = set(existing[key])
+        seen = set(existing[key].dropna())
         if seen and seen != {value}:
             raise ValueError(
                 f"{path} holds samples with {key}={sorted(map(str, seen))}, not {value!r}: a resumed run must use "
-                "the same settings. Delete the file to start over, or pass another out_path."
+                f"the same settings. Delete {path.name} (and {stats_path(path).name}) to start over, or pass "
+                "another out_path."
             )
+
+
+def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str) -> dict[str, str]:
+    """The `model` and `backend` written on every row, known before any weights are loaded."""
+    if isinstance(model_ref, str):
+        name, chosen = models.resolve_name(model_ref)[0], models.resolve_backend(backend)[0]
+    else:
+        model = model_ref[0]
+        if not hasattr(model, "gsm8k_base"):
+            raise ValueError(
+                "sample() needs a model loaded by helpers.models.load_model (it names the base model)."
+            )
+        name, chosen, adapter = model.gsm8k_base, model.gsm8k_backend, model.gsm8k_adapter
+    return {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
 
 
 def _validate(problems: Any, k: int, temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -112,6 +130,7 @@ def sample(
     backend: str = "auto",
     adapter: str | os.PathLike | None = None,
     max_rows: int = CPU_MAX_ROWS,
+    **load_kwargs: Any,
 ) -> pd.DataFrame:
     """k completions per problem, appended to `out_path` as they finish; returns them graded.
 
@@ -120,36 +139,37 @@ def sample(
             `(model, tokenizer)` pair.
         problems: a `datasets.Dataset` with `id`, `question` and `gold` (see `data.load_gsm8k`).
         adapter: a saved variant to sample from, when `model_ref` is a name.
+        load_kwargs: passed to `models.load_model` (e.g. `load_in_4bit`, `max_seq_length`).
     """
     _validate(problems, k, temperature, top_p, max_new_tokens)
     out_path = Path(out_path)
+    if not out_path.exists():
+        stats_path(out_path).unlink(missing_ok=True)  # stats of a deleted file must not carry over
+    repair_tail(out_path)
     existing = read_samples(out_path)
+    settings = {**describe_model(model_ref, adapter, backend), "seed": seed, "temperature": temperature}
+    settings |= {"top_p": top_p, "max_new_tokens": max_new_tokens}
+    _check_settings(existing, settings, out_path)
     done = existing.groupby("problem_id")["sample_idx"].agg(set).to_dict() if len(existing) else {}
     todo = {pid: [i for i in range(k) if i not in done.get(pid, set())] for pid in problems["id"]}
     todo = {pid: idxs for pid, idxs in todo.items() if idxs}
     if todo:
         model, tokenizer = (
-            models.load_model(model_ref, adapter=adapter, backend=backend)
+            models.load_model(model_ref, adapter=adapter, backend=backend, **load_kwargs)
             if isinstance(model_ref, str)
             else model_ref
         )
-        name = getattr(model, "gsm8k_base", None) or str(model_ref)
-        if getattr(model, "gsm8k_adapter", None):
-            name += f"+{Path(model.gsm8k_adapter).name}"
-        settings = {"model": name, "seed": seed, "temperature": temperature}
-        _check_settings(existing, settings, out_path)
         questions = dict(zip(problems["id"], problems["question"], strict=True))
         prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
-        engine = _vllm_completions if getattr(model, "gsm8k_backend", "") == "unsloth" else _cpu_completions
+        engine = _vllm_completions if settings["backend"] == "unsloth" else _cpu_completions
         stream = engine(model, tokenizer, prompts, todo, seed, temperature, top_p, max_new_tokens, max_rows)
         _write(stream, out_path, settings, total=sum(map(len, todo.values())))
     else:
         log.info("%s already holds %d samples for every problem: nothing to sample", out_path, k)
     rows = read_samples(out_path)
     rows = rows[rows["problem_id"].isin(set(problems["id"])) & (rows["sample_idx"] < k)]
-    return grade_samples(
-        rows.reset_index(drop=True), dict(zip(problems["id"], problems["gold"], strict=True))
-    )
+    golds = dict(zip(problems["id"], problems["gold"], strict=True))
+    return grade_samples(rows.reset_index(drop=True), golds)
 
 
 def stats_path(path: str | os.PathLike) -> Path:
@@ -169,12 +189,15 @@ def read_stats(path: str | os.PathLike) -> dict[str, float]:
     }
 
 
-def _write(stream: Iterable[dict[str, Any]], path: Path, settings: dict[str, Any], total: int) -> None:
+def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any], total: int) -> None:
     """Append each row as it arrives, flushed, with a progress bar; add the throughput to the stats file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     start, tokens, count = time.perf_counter(), 0, 0
     try:
         with (
+            contextlib.closing(
+                stream
+            ),  # an error closes the decode loop too, restoring its attention setting
             open(path, "a", encoding="utf-8") as f,
             tqdm(total=total, desc="sampling", mininterval=10) as bar,
         ):
@@ -244,29 +267,34 @@ def _vllm_completions(
 ) -> Iterator[dict[str, Any]]:
     from vllm import SamplingParams
 
-    lora = model.load_lora(model.gsm8k_adapter) if getattr(model, "gsm8k_adapter", None) else None
-    pids = list(todo)
-    for start in range(0, len(pids), VLLM_CHUNK):
-        chunk = pids[start : start + VLLM_CHUNK]
+    lora = model.load_lora(model.gsm8k_adapter) if model.gsm8k_adapter else None
+    requests = [(pid, idx) for pid in todo for idx in todo[pid]]
+    for start in range(0, len(requests), VLLM_CHUNK):
+        chunk = requests[start : start + VLLM_CHUNK]
+        # One request per sample with its own seed: a resumed run draws the same text for the same sample;
+        # vLLM's prefix cache shares each prompt's prefill across its k requests.
         params = [
             SamplingParams(
-                n=len(todo[pid]),
+                n=1,
                 temperature=temperature,
                 top_p=top_p,
                 max_tokens=max_new_tokens,  # vLLM's default is 16
-                seed=decoding.row_seed(seed, pid, todo[pid][0]),
+                seed=decoding.row_seed(seed, pid, idx),
             )
-            for pid in chunk
+            for pid, idx in chunk
         ]
-        outs = model.fast_generate(
-            [prompts[pid] for pid in chunk], sampling_params=params, lora_request=lora, use_tqdm=False
-        )
-        for pid, out in zip(chunk, outs, strict=True):
-            for idx, o in zip(todo[pid], out.outputs, strict=True):
-                yield {
-                    "problem_id": pid,
-                    "sample_idx": idx,
-                    "completion": o.text,
-                    "n_tokens": len(o.token_ids),
-                    "finish_reason": o.finish_reason,
-                }
+        # Token ids, not text: vLLM would add a second BOS in front of the chat template's own.
+        token_prompts = [
+            {"prompt_token_ids": tokenizer(prompts[pid], add_special_tokens=False)["input_ids"]}
+            for pid, _ in chunk
+        ]
+        outs = model.fast_generate(token_prompts, sampling_params=params, lora_request=lora, use_tqdm=False)
+        for (pid, idx), out in zip(chunk, outs, strict=True):
+            text, reason = decoding.cut_after_answer(out.outputs[0].text, out.outputs[0].finish_reason)
+            yield {
+                "problem_id": pid,
+                "sample_idx": idx,
+                "completion": text,
+                "n_tokens": len(out.outputs[0].token_ids),
+                "finish_reason": reason,
+            }

@@ -97,8 +97,9 @@ def test_build_messages_holds_the_system_prompt() -> None:
 
 def test_render_prompt_uses_the_chat_template() -> None:
     class Template:
-        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt, date_string):
             assert tokenize is False and add_generation_prompt is True
+            assert date_string == data.PROMPT_DATE  # a fixed date: prompts do not change with the calendar
             return "|".join(m["content"] for m in messages)
 
     assert data.render_prompt(Template(), "Q") == f"{data.SYSTEM_PROMPT}|Q"
@@ -125,3 +126,27 @@ def test_every_gsm8k_gold_solution_grades_correct_against_its_own_answer() -> No
     assert wrong == []
     # and the strict reader agrees with the raw `#### ` line of every solution
     assert all(answers.normalize_number(r["answer"].rsplit("#### ", 1)[1]) == r["gold"] for r in rows)
+
+
+def test_make_arithmetic_is_deterministic_disjoint_and_self_consistent() -> None:
+    from helpers import answers
+
+    train, test = (
+        data.make_arithmetic(200, seed=0, split="train"),
+        data.make_arithmetic(60, seed=0, split="test"),
+    )
+    assert train["question"] == data.make_arithmetic(200, seed=0, split="train")["question"]
+    assert tuple(train.column_names) == data.COLUMNS
+    assert not set(train["question"]) & set(test["question"])
+    assert not set(train["question"]) & set(data.make_arithmetic(60, seed=1, split="test")["question"])
+    assert len(set(train["question"])) == 200
+    assert all(answers.grade(r["answer"], r["gold"]).strict_correct for r in list(train) + list(test))
+    assert set(train["n_steps"]) == {1, 2, 3}
+    assert data.make_arithmetic(5, seed=0, split="train")["question"] == train["question"][:5]
+
+
+def test_make_arithmetic_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="Unknown split 'dev'"):
+        data.make_arithmetic(3, seed=0, split="dev")
+    with pytest.raises(ValueError, match="n=0"):
+        data.make_arithmetic(0, seed=0, split="train")

@@ -157,3 +157,48 @@ def test_problems_without_gold_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="lack columns \\['gold'\\]"):
         sampling.sample("smollm2-135m", datasets.Dataset.from_list([{"id": "a", "question": "q"}]),
                         out_path=tmp_path / "s.jsonl", **SETTINGS)  # fmt: skip
+
+
+def test_the_vllm_path_sends_token_prompts_and_per_sample_seeds(problems, tmp_path, monkeypatch) -> None:
+    """The GPU branch, run against stand-ins for vLLM and an Unsloth model (the contract test checks names)."""
+    import sys
+    import types
+
+    sent = {}
+
+    class Params:
+        def __init__(self, **kwargs):
+            self.__dict__.update(kwargs)
+
+    class FakeModel:
+        gsm8k_base, gsm8k_backend, gsm8k_adapter = "base/model", "unsloth", "runs/models/SFT_1"
+
+        def load_lora(self, path):
+            return f"lora:{path}"
+
+        def fast_generate(self, prompts, sampling_params, lora_request, use_tqdm):
+            sent.update(prompts=prompts, params=sampling_params, lora=lora_request)
+            out = types.SimpleNamespace(text="3+4=7\n#### 7\nmore", token_ids=[1] * 9, finish_reason="stop")
+            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    class FakeTokenizer:
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt, date_string):
+            return "<bos>" + messages[-1]["content"]
+
+        def __call__(self, text, add_special_tokens):
+            assert add_special_tokens is False  # the template already holds the BOS
+            return {"input_ids": [len(text)]}
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=Params))
+    frame = sampling.sample(
+        (FakeModel(), FakeTokenizer()), problems, out_path=tmp_path / "s.jsonl", **SETTINGS
+    )
+    assert len(frame) == 4 and set(frame["finish_reason"]) == {"answer"}
+    assert set(frame["completion"]) == {"3+4=7\n#### 7"}  # cut after the answer line, as on the CPU
+    assert set(frame["model"]) == {"base/model+SFT_1"} and set(frame["backend"]) == {"unsloth"}
+    assert all(isinstance(p, dict) and "prompt_token_ids" in p for p in sent["prompts"])
+    assert [p.n for p in sent["params"]] == [1, 1, 1, 1] and len({p.seed for p in sent["params"]}) == 4
+    assert (
+        sent["params"][0].max_tokens == SETTINGS["max_new_tokens"]
+        and sent["lora"] == "lora:runs/models/SFT_1"
+    )

@@ -1,0 +1,168 @@
+"""Run profiles: one frozen `RunConfig` per profile, validated and hashed by `resolve`.
+
+The single source of every setting the notebooks use. Notebooks hold only a profile name and optional
+overrides (papermill `-p`); `pipeline` writes the resolved config to `outputs/<run>/config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from helpers.answers import CHECKERS
+
+DATASETS = ("arithmetic", "gsm8k")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one run of the series."""
+
+    profile: str
+    model: str  # `models.load_model` name: alias, hub id or local checkpoint
+    dataset: str  # "gsm8k", or "arithmetic": the generated toy set (`data.make_arithmetic`)
+    n_train: int | None  # training problems (None: all)
+    n_test: int | None  # test problems (None: all)
+    easiest_first: bool  # pick the fewest-step problems instead of a seeded shuffle
+    k: int  # samples per problem, for training data and for evaluation
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
+    filter_checker: str  # which checker decides "correct" when building training data
+    max_per_problem: int  # SFT rows kept per problem (distinct correct samples)
+    load_in_4bit: bool  # GPU only
+    max_seq_length: int
+
+
+SMOKE = RunConfig(
+    profile="smoke",
+    model="smollm2-135m",
+    dataset="arithmetic",
+    # Token budget: the CPU decode loop samples about 90 tok/s on 2 cores and a toy completion averages about
+    # 85 tokens (measured: 64 samples, 5,394 tokens, 56 s), so one pass over 16 problems x k=4 takes about a
+    # minute. The series samples train twice (01, 05) and test once per variant (07: 7 models x 12 x 4, about
+    # 6 minutes): sized so the whole series, training included, fits in 20 minutes.
+    n_train=16,
+    n_test=12,
+    easiest_first=False,
+    k=4,
+    temperature=0.7,
+    top_p=1.0,
+    max_new_tokens=160,  # toy answers need about 40-100 tokens: long enough not to cut a full answer short
+    seed=0,
+    filter_checker="lenient",
+    max_per_problem=2,
+    load_in_4bit=False,
+    max_seq_length=1024,
+)
+
+FULL = RunConfig(
+    profile="full",
+    model="unsloth/Llama-3.2-1B-Instruct",
+    dataset="gsm8k",
+    n_train=None,
+    n_test=None,
+    easiest_first=False,
+    k=8,
+    temperature=0.8,
+    top_p=0.95,
+    max_new_tokens=512,
+    seed=3407,
+    filter_checker="lenient",
+    max_per_problem=4,
+    load_in_4bit=False,
+    max_seq_length=1024,
+)
+
+PROFILES: dict[str, RunConfig] = {
+    "smoke": SMOKE,
+    # The same steps on GSM8K itself: with the CPU model this stops at 02 ("nothing to train on").
+    "smoke-gsm8k": dataclasses.replace(
+        SMOKE,
+        profile="smoke-gsm8k",
+        dataset="gsm8k",
+        n_train=8,
+        n_test=8,
+        easiest_first=True,
+        max_new_tokens=200,
+    ),
+    # The seed's run: every train and test problem, k=8, 16-bit LoRA.
+    "full": FULL,
+    # Llama 3.2 1B Instruct in 4 bit on a 16 GB T4, sized for a Colab session: 1,000 train x 8, 250 test x 8.
+    "colab-t4": dataclasses.replace(FULL, profile="colab-t4", n_train=1000, n_test=250, load_in_4bit=True),
+}
+
+
+def _check(cfg: RunConfig) -> None:
+    problems = []
+    if cfg.dataset not in DATASETS:
+        problems.append(f"dataset={cfg.dataset!r} (choose one of: {', '.join(DATASETS)})")
+    if cfg.filter_checker not in CHECKERS:
+        problems.append(f"filter_checker={cfg.filter_checker!r} (choose one of: {', '.join(CHECKERS)})")
+    for name in ("k", "max_new_tokens", "max_per_problem", "max_seq_length"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name}={getattr(cfg, name)} (must be >= 1)")
+    for name in ("n_train", "n_test"):
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
+            problems.append(f"{name}={getattr(cfg, name)} (must be >= 1, or None for all)")
+        if getattr(cfg, name) is None and cfg.dataset == "arithmetic":
+            problems.append(f"{name}=None (the generated toy set has no 'all': give a number)")
+    if cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
+        problems.append(f"temperature={cfg.temperature}, top_p={cfg.top_p} (need T >= 0, 0 < top_p <= 1)")
+    if problems:
+        raise ValueError(f"Invalid settings for profile {cfg.profile!r}: {'; '.join(problems)}.")
+
+
+def resolve(profile: str, base: RunConfig | None = None, /, **overrides: Any) -> RunConfig:
+    """The profile's config (or `base`, an earlier resolution of it) with `overrides` applied, validated.
+
+    An override of None means "keep the value": notebooks pass their knobs as None by default.
+    """
+    if profile not in PROFILES:
+        raise ValueError(f"Unknown profile {profile!r}. Choose one of: {', '.join(PROFILES)}.")
+    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"profile"}
+    if "profile" in overrides:
+        raise ValueError(
+            "The profile is not an override: pass it as --profile (or the notebook's `profile`)."
+        )
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise ValueError(f"Unknown setting(s) {unknown}. Settings: {', '.join(sorted(fields))}.")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    base = base or PROFILES[profile]
+    for key, value in given.items():
+        expected = type(getattr(base, key)) if getattr(base, key) is not None else int
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            given[key] = float(value)
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ValueError(
+                f"Setting {key}={value!r} should be {expected.__name__}, got {type(value).__name__}."
+            )
+    cfg = dataclasses.replace(base, **given)
+    _check(cfg)
+    return cfg
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    """A config back from `to_dict` output (extra keys such as the hash are ignored)."""
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    return RunConfig(**{key: value for key, value in values.items() if key in names})
+
+
+def to_dict(cfg: RunConfig) -> dict[str, Any]:
+    """The config as plain JSON types."""
+    return dataclasses.asdict(cfg)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """A short stable hash of every setting: outputs of two configs never share a run directory."""
+    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ between two config dicts, with both values."""
+    return {key: (a.get(key), b.get(key)) for key in sorted(set(a) | set(b)) if a.get(key) != b.get(key)}

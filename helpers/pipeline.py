@@ -1,0 +1,190 @@
+"""Run the notebook series headlessly with papermill, in order, resuming where a run stopped.
+
+    python -m helpers.pipeline run --profile smoke --run-dir outputs/smoke [--only 01,02] [--from 03]
+        [--to 05] [--force] [-p key=value ...]
+    python -m helpers.pipeline list-profiles
+
+A step whose outputs exist for the same config hash is skipped, so a rerun after a crash continues from the
+failed step. What each notebook computes lives in the other helpers modules; the run layout in `runs`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import logging
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from helpers import config, runs
+from helpers.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+TIMINGS = "timings.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    number: str
+    name: str
+    outputs: tuple[str, ...]  # what the step writes; all present (for the same config) means done
+
+    @property
+    def notebook(self) -> Path:
+        return NOTEBOOKS / f"{self.name}.ipynb"
+
+
+STEPS = (
+    Step("01", "01_sampling", ("samples/base_train.jsonl",)),
+    Step("02", "02_rejection_filtering", ("datasets/sft_round1.jsonl", "datasets/orpo_round1.jsonl")),
+    Step("03", "03_sft", ("models/SFT_1/manifest.json",)),
+    Step("04", "04_orpo", ("models/ORPO_1/manifest.json",)),
+    Step("05", "05_second_round", ("models/SFT_1_SFT_2/manifest.json", "models/SFT_1_ORPO_2/manifest.json")),
+    Step("06", "06_grpo", ("models/GRPO/manifest.json",)),
+    Step("07", "07_evaluation", ("eval/results.csv", "REPORT.md")),
+)
+
+
+class StepFailed(RuntimeError):
+    """A notebook raised: the message names the step, the error and the executed notebook to open."""
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """`key=value` strings to typed values (numbers, booleans, None as Python literals; else strings)."""
+    overrides = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"Override {pair!r} is not key=value (e.g. -p n_train=32).")
+        try:
+            overrides[key] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            overrides[key] = raw
+    return overrides
+
+
+def select_steps(only: str | None = None, start: str | None = None, stop: str | None = None) -> list[Step]:
+    """The steps to run, in order, from `--only` or a `--from`/`--to` range."""
+    numbers = [s.number for s in STEPS]
+    asked = [n.strip().zfill(2) for n in only.split(",")] if only else []
+    for n in [*asked, *(x.zfill(2) for x in (start, stop) if x)]:
+        if n not in numbers:
+            raise ValueError(f"Unknown step {n!r}. Steps: {', '.join(numbers)}.")
+    if asked:
+        return [s for s in STEPS if s.number in asked]
+    lo, hi = (start or "01").zfill(2), (stop or "07").zfill(2)
+    return [s for s in STEPS if lo <= s.number <= hi]
+
+
+def _prepare(run_dir: Path, profile: str, overrides: dict[str, Any], force: bool) -> config.RunConfig:
+    """Open the run directory, replacing a run of other settings only when forced (kept beside it)."""
+    try:
+        return runs.open_run(run_dir, profile, overrides).cfg
+    except runs.ConfigMismatch:
+        if not force:
+            raise
+    old = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    backup = run_dir.with_name(f"{run_dir.name}.replaced-{old['config_hash']}")
+    log.warning("--force: moving the run of other settings to %s", backup)
+    shutil.move(str(run_dir), str(backup))
+    return runs.open_run(run_dir, profile, overrides).cfg
+
+
+def _is_done(run_dir: Path, step: Step, timings: dict[str, Any], cfg_hash: str) -> bool:
+    entry = timings.get(step.name, {})
+    return entry.get("config_hash") == cfg_hash and all((run_dir / o).exists() for o in step.outputs)
+
+
+def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any]) -> Path:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    executed = run_dir / "executed" / f"{step.name}.ipynb"
+    try:
+        papermill.execute_notebook(
+            str(step.notebook),
+            str(executed),
+            parameters={"run_dir": str(run_dir), "profile": profile, "overrides": overrides},
+            kernel_name="python3",
+            cwd=str(NOTEBOOKS),
+            progress_bar=False,
+        )
+    except PapermillExecutionError as err:
+        raise StepFailed(
+            f"Step {step.name} failed: {err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}\n"
+            f"Open the executed notebook for the full traceback: {executed}"
+        ) from None
+    return executed
+
+
+def run(
+    profile: str,
+    run_dir: str | Path,
+    steps: Sequence[Step] = STEPS,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Execute `steps` in order; returns the run's timings (wall seconds per step)."""
+    overrides = overrides or {}
+    run_dir = Path(run_dir).resolve()
+    cfg = _prepare(run_dir, profile, overrides, force)
+    cfg_hash = config.config_hash(cfg)
+    timings_path = run_dir / TIMINGS
+    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    for step in steps:
+        if not step.notebook.exists():
+            log.info("%s: no notebook yet (%s), skipped", step.name, step.notebook.name)
+            continue
+        if not force and _is_done(run_dir, step, timings, cfg_hash):
+            log.info("%s: done earlier for config %s, skipped", step.name, cfg_hash)
+            continue
+        log.info("%s: running ...", step.name)
+        start = time.perf_counter()
+        executed = _execute(step, run_dir, profile, overrides)
+        timings[step.name] = {"wall_s": round(time.perf_counter() - start, 1), "config_hash": cfg_hash}
+        atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
+        log.info("%s: %s s, executed notebook: %s", step.name, timings[step.name]["wall_s"], executed)
+    return timings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.pipeline", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("run", help="execute the notebooks in order")
+    go.add_argument("--profile", required=True, help=f"one of: {', '.join(config.PROFILES)}")
+    go.add_argument("--run-dir", required=True, type=Path, help="e.g. outputs/smoke")
+    go.add_argument("--only", help="comma-separated step numbers, e.g. 01,02")
+    go.add_argument("--from", dest="start", help="first step number")
+    go.add_argument("--to", dest="stop", help="last step number")
+    go.add_argument(
+        "--force", action="store_true", help="rerun finished steps; replace a run of other settings"
+    )
+    go.add_argument("-p", dest="params", action="append", default=[], help="override a setting: key=value")
+    sub.add_parser("list-profiles", help="show the profiles and their settings")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    if args.command == "list-profiles":
+        for name, cfg in config.PROFILES.items():
+            print(f"{name}: {json.dumps(config.to_dict(cfg))}")
+        return 0
+    try:
+        steps = select_steps(args.only, args.start, args.stop)
+        timings = run(args.profile, args.run_dir, steps, parse_overrides(args.params), args.force)
+    except (StepFailed, ValueError, FileNotFoundError, NotADirectoryError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    total = sum(t["wall_s"] for t in timings.values())
+    print(f"done: {len(timings)} steps recorded, {total:.0f} s in all; timings in {args.run_dir / TIMINGS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,154 @@
+"""The run directory `outputs/<run>/`: its layout, its config, atomic writes, and the problems of a run.
+
+Every notebook opens its run with `open_run`, which writes `config.json` on first use and refuses a run
+directory made with other settings. Executing notebooks in order is `pipeline`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+
+from helpers import config, data, sampling
+from helpers.files import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SUBDIRS = ("samples", "datasets", "models", "eval", "figures", "tb", "executed")
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class Run:
+    """An open run directory and its resolved config."""
+
+    root: Path
+    cfg: config.RunConfig
+
+    def path(self, relative: str) -> Path:
+        """A path inside the run directory (parents created)."""
+        target = self.root / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    def require(self, relative: str, step: str) -> Path:
+        """An artifact an earlier step wrote; missing, it names the notebook to run first."""
+        target = self.root / relative
+        if not target.exists():
+            raise FileNotFoundError(
+                f"No {relative} in {self.root}. Run {step} first "
+                f"(python -m helpers.pipeline run --profile {self.cfg.profile} --run-dir {self.root} "
+                f"--only {step[:2]})."
+            )
+        return target
+
+    def problems(self, split: str) -> datasets.Dataset:
+        """The run's train or test problems: the toy set or GSM8K, sized by the profile."""
+        return load_problems(self.cfg, split)
+
+    def questions(self, split: str) -> dict[str, str]:
+        """Problem id -> question text for a split."""
+        problems = self.problems(split)
+        return dict(zip(problems["id"], problems["question"], strict=True))
+
+    def sample(self, problems: datasets.Dataset, relative: str, adapter: str | None = None) -> pd.DataFrame:
+        """k samples per problem with the run's settings into `relative` (resumable), graded."""
+        c = self.cfg
+        return sampling.sample(
+            c.model,
+            problems,
+            k=c.k,
+            temperature=c.temperature,
+            top_p=c.top_p,
+            max_new_tokens=c.max_new_tokens,
+            seed=c.seed,
+            out_path=self.path(relative),
+            adapter=adapter,
+            load_in_4bit=c.load_in_4bit,
+            max_seq_length=c.max_seq_length,
+        )
+
+    def graded_samples(self, relative: str, split: str, step: str) -> pd.DataFrame:
+        """An earlier step's samples, graded against the split's gold answers."""
+        samples = sampling.read_samples(self.require(relative, step))
+        problems = self.problems(split)
+        return sampling.grade_samples(samples, dict(zip(problems["id"], problems["gold"], strict=True)))
+
+    def describe(self) -> str:
+        """One line naming the data set, model and sizes, shown at the top of every notebook."""
+        c = self.cfg
+        name = "generated arithmetic toy set" if c.dataset == "arithmetic" else "GSM8K"
+        return (
+            f"run {self.root} | profile {c.profile} | data: {name} ({c.n_train or 'all'} train, "
+            f"{c.n_test or 'all'} test) | model {c.model} | k={c.k}, T={c.temperature}, "
+            f"max_new_tokens={c.max_new_tokens} | config {config.config_hash(c)}"
+        )
+
+
+class ConfigMismatch(ValueError):
+    """A run directory was made with other settings than the ones asked for."""
+
+
+def load_problems(cfg: config.RunConfig, split: str) -> datasets.Dataset:
+    """Train or test problems for a config: the generated toy set, or a GSM8K subset."""
+    if split not in data.SPLITS:
+        raise ValueError(f"Unknown split {split!r}. Choose one of: {', '.join(data.SPLITS)}.")
+    n = cfg.n_train if split == "train" else cfg.n_test
+    if cfg.dataset == "arithmetic":
+        return data.make_arithmetic(n, seed=cfg.seed, split=split)
+    return data.select(data.load_gsm8k(split), n, seed=cfg.seed, easiest_first=cfg.easiest_first)
+
+
+def open_run(
+    run_dir: str | os.PathLike, profile: str, overrides: dict[str, Any] | None = None, **knobs: Any
+) -> Run:
+    """Open (or create) a run directory for `profile` with `overrides` and a notebook's `knobs` applied.
+
+    The first call writes `config.json`. Later calls start from that config, so a notebook run alone picks up
+    the run's settings; a setting given that differs from it is refused, naming the keys and the fix.
+    """
+    root = Path(run_dir).resolve()
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(
+            f"Run directory {root} is a file. Pass a directory path (e.g. outputs/smoke)."
+        )
+    config_path = root / CONFIG_FILE
+    found = json.loads(config_path.read_text()) if config_path.exists() else None
+    if found is not None and found.get("profile") != profile:
+        raise ConfigMismatch(
+            f"{root} was made with other settings (profile: {found.get('profile')!r} -> {profile!r}). Outputs of "
+            "two configs are never mixed: use a new run directory, or rerun the pipeline with --force."
+        )
+    try:
+        base = config.from_dict(found) if found is not None else None
+    except TypeError as err:
+        raise ConfigMismatch(
+            f"{config_path} lacks settings this version needs ({err}). Use a new run directory, or rerun the "
+            "pipeline with --force to replace this run."
+        ) from err
+    cfg = config.resolve(profile, base, **{**(overrides or {}), **knobs})
+    wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
+    if found is not None:
+        differing = config.diff(found, wanted)
+        if differing:
+            details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in _rows(differing))
+            raise ConfigMismatch(
+                f"{root} was made with other settings ({details}). Outputs of two configs are never mixed: "
+                "use a new run directory, or rerun the pipeline with --force to replace this run."
+            )
+    else:
+        for sub in SUBDIRS:
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, json.dumps(wanted, indent=2) + "\n")
+    return Run(root, cfg)
+
+
+def _rows(differing: dict[str, tuple[Any, Any]]) -> list[tuple[str, Any, Any]]:
+    return [(key, old, new) for key, (old, new) in differing.items() if key != "config_hash"]

@@ -1,0 +1,82 @@
+"""Rewrite the cells every notebook shares (Colab badge, Colab set-up) from `helpers.REPO_URL`, and strip
+outputs, execution counts and widget state.
+
+Run after changing `helpers.REPO_URL` or editing a notebook in Jupyter: `.venv/bin/python scripts/sync_notebooks.py`.
+tests/test_notebooks.py fails when a notebook is out of sync.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from helpers import REPO_URL
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+BADGE_PREFIX = "[![Open In Colab]"
+SETUP_MARKER = "# Colab set-up:"
+VLLM_PIN = "vllm==0.30.0"  # install first: it pins torch (see requirements-gpu.txt)
+
+
+def colab_url(notebook: Path) -> str:
+    """The notebook's "Open in Colab" address on the published repository."""
+    return f"https://colab.research.google.com/github/{REPO_URL.removeprefix('https://github.com/')}/blob/main/notebooks/{notebook.name}"
+
+
+def badge(notebook: Path) -> str:
+    return f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+
+
+def setup_cell() -> str:
+    """The first code cell: on Colab, clone and install; elsewhere (or under papermill) nothing."""
+    return f"""%%capture
+{SETUP_MARKER} clone the series and install the GPU stack. Does nothing outside Colab.
+import os
+import subprocess
+import sys
+
+REPO_URL = "{REPO_URL}"
+if "COLAB_" in "".join(os.environ) and not os.path.isdir("/content/series"):
+    subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/series"], check=True)
+    pip = [sys.executable, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "{VLLM_PIN}"], check=True)
+    subprocess.run([*pip, "-r", "/content/series/requirements-gpu.txt"], check=True)
+    subprocess.run([*pip, "--no-deps", "-e", "/content/series"], check=True)
+if os.path.isdir("/content/series"):
+    sys.path.insert(0, "/content/series")
+    os.chdir("/content/series/notebooks")"""
+
+
+def sync(path: Path) -> bool:
+    """Bring one notebook's shared cells and metadata in line; True when the file changed."""
+    before = path.read_text()
+    nb = nbformat.reads(before, as_version=4)
+    title = nb.cells[0].source.splitlines()
+    rest = [line for line in title if not line.startswith(BADGE_PREFIX)]
+    nb.cells[0].source = "\n".join([rest[0], "", badge(path), *rest[1:]]).replace("\n\n\n", "\n\n")
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if code and code[0].source.startswith("%%capture\n" + SETUP_MARKER):
+        code[0].source = setup_cell()
+    else:
+        nb.cells.insert(1, nbformat.v4.new_code_cell(setup_cell()))
+    for cell in nb.cells:
+        cell.pop("id", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+        "accelerator": "GPU",
+        "colab": {"provenance": []},
+    }
+    nb.nbformat, nb.nbformat_minor = 4, 4
+    after = nbformat.writes(nb) + "\n"
+    if after != before:
+        path.write_text(after)
+    return after != before
+
+
+if __name__ == "__main__":
+    for notebook in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+        print(f"{notebook.name}: {'updated' if sync(notebook) else 'in sync'}")

@@ -1,0 +1,114 @@
+"""End to end: papermill runs the notebooks in order on the smoke profiles with the real CPU model and data,
+then we check what they wrote. Minutes, not seconds: `pytest tests/e2e -m slow`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import answers, files, pipeline, runs, sampling
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_pipeline(run_dir: Path, profile: str, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "helpers.pipeline",
+            "run",
+            "--profile",
+            profile,
+            "--run-dir",
+            str(run_dir),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1800,
+    )
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    run_dir = tmp_path_factory.mktemp("series") / "smoke"
+    done = run_pipeline(run_dir, "smoke")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run_dir, done
+
+
+def test_every_existing_step_ran_and_left_its_executed_notebook(smoke) -> None:
+    run_dir, done = smoke
+    timings = json.loads((run_dir / "timings.json").read_text())
+    existing = [s for s in pipeline.STEPS if s.notebook.exists()]
+    assert list(timings) == [s.name for s in existing]
+    for step in existing:
+        assert (run_dir / "executed" / f"{step.name}.ipynb").exists()
+        assert all((run_dir / o).exists() for o in step.outputs)
+        assert f"{step.name}: " in done.stdout
+    executed = (run_dir / "executed" / "01_sampling.ipynb").read_text()
+    assert "generated arithmetic toy set" in executed  # every notebook shows which data set it uses
+
+
+def test_samples_cover_every_problem_k_times(smoke) -> None:
+    run_dir, _ = smoke
+    run = runs.open_run(run_dir, "smoke")
+    samples = sampling.read_samples(run_dir / "samples" / "base_train.jsonl")
+    problems = run.problems("train")
+    assert len(samples) == run.cfg.n_train * run.cfg.k
+    assert set(samples["problem_id"]) == set(problems["id"])
+    assert not samples.duplicated(["problem_id", "sample_idx"]).any()
+    assert sampling.read_stats(run_dir / "samples" / "base_train.jsonl")["completions"] == len(samples)
+    assert (run_dir / "figures" / "01_completion_lengths.png").stat().st_size > 0
+
+
+def test_training_data_is_consistent_with_the_samples(smoke) -> None:
+    run_dir, _ = smoke
+    run = runs.open_run(run_dir, "smoke")
+    golds = dict(zip(run.problems("train")["id"], run.problems("train")["gold"], strict=True))
+    texts = {(r.problem_id, r.sample_idx): r.completion for r in sampling.read_samples(
+        run_dir / "samples" / "base_train.jsonl").itertuples()}  # fmt: skip
+    sft = files.read_jsonl(run_dir / "datasets" / "sft_round1.jsonl")
+    pairs = files.read_jsonl(run_dir / "datasets" / "orpo_round1.jsonl")
+    assert sft, "the smoke profile must find correct samples to train on"
+    for row in sft:
+        text = row["completion"][0]["content"]
+        assert texts[(row["problem_id"], row["sample_idx"])] == text
+        assert answers.grade(text, golds[row["problem_id"]]).lenient_correct
+    assert max(sum(r["problem_id"] == p for r in sft) for p in golds) <= run.cfg.max_per_problem
+    for pair in pairs:
+        gold = golds[pair["problem_id"]]
+        assert texts[(pair["problem_id"], pair["chosen_idx"])] == pair["chosen"][0]["content"]
+        assert texts[(pair["problem_id"], pair["rejected_idx"])] == pair["rejected"][0]["content"]
+        assert answers.grade(pair["chosen"][0]["content"], gold).lenient_correct
+        assert not answers.grade(pair["rejected"][0]["content"], gold).lenient_correct
+
+
+def test_a_rerun_skips_finished_steps(smoke) -> None:
+    run_dir, _ = smoke
+    again = run_pipeline(run_dir, "smoke")
+    assert again.returncode == 0 and "01_sampling: done earlier" in again.stdout
+    refused = run_pipeline(run_dir, "smoke", "-p", "k=2")
+    assert refused.returncode == 1 and "k: 4 -> 2" in refused.stderr and "--force" in refused.stderr
+
+
+def test_smoke_gsm8k_stops_at_filtering_with_the_counts(tmp_path: Path) -> None:
+    run_dir = tmp_path / "gsm8k"
+    done = run_pipeline(run_dir, "smoke-gsm8k", "--to", "02", "-p", "n_train=4")
+    samples = sampling.read_samples(run_dir / "samples" / "base_train.jsonl")
+    assert len(samples) == 4 * 4
+    if done.returncode == 0:  # the weak model found a correct sample: then the files must be consistent
+        assert files.read_jsonl(run_dir / "datasets" / "sft_round1.jsonl")
+        return
+    assert (
+        "02_rejection_filtering failed: NothingToTrainOn: Nothing to train on: 0 of 16 samples" in done.stderr
+    )
+    assert "executed/02_rejection_filtering.ipynb" in done.stderr
+    assert not (run_dir / "datasets" / "sft_round1.jsonl").exists()

@@ -1,0 +1,112 @@
+"""The papermill pipeline and the run directory, with notebook execution stubbed:
+`pytest tests/unit/test_pipeline.py` (the real notebooks run in tests/e2e)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers import pipeline, runs
+
+
+@pytest.fixture
+def fake_execute(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Replace papermill with a stub that writes each step's outputs and records the call."""
+    calls: list[str] = []
+
+    def execute(step: pipeline.Step, run_dir: Path, profile: str, overrides: dict) -> Path:
+        calls.append(step.number)
+        for output in step.outputs:
+            (run_dir / output).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / output).write_text("x")
+        return run_dir / "executed" / f"{step.name}.ipynb"
+
+    monkeypatch.setattr(pipeline, "_execute", execute)
+    return calls
+
+
+def test_select_steps() -> None:
+    assert [s.number for s in pipeline.select_steps(only="1,02")] == ["01", "02"]
+    assert [s.number for s in pipeline.select_steps(start="03", stop="5")] == ["03", "04", "05"]
+    assert len(pipeline.select_steps()) == 7
+    with pytest.raises(ValueError, match="Unknown step '09'"):
+        pipeline.select_steps(only="09")
+
+
+def test_parse_overrides_types_values() -> None:
+    assert pipeline.parse_overrides(
+        ["n_train=32", "temperature=0.5", "model=foo/bar", "easiest_first=True"]
+    ) == {
+        "n_train": 32,
+        "temperature": 0.5,
+        "model": "foo/bar",
+        "easiest_first": True,
+    }
+    with pytest.raises(ValueError, match="not key=value"):
+        pipeline.parse_overrides(["n_train"])
+
+
+def test_a_rerun_skips_finished_steps(tmp_path: Path, fake_execute: list[str]) -> None:
+    steps = pipeline.select_steps(only="01,02")
+    timings = pipeline.run("smoke", tmp_path / "run", steps)
+    assert fake_execute == ["01", "02"] and set(timings) == {"01_sampling", "02_rejection_filtering"}
+    assert json.loads((tmp_path / "run" / "timings.json").read_text()) == timings
+    pipeline.run("smoke", tmp_path / "run", steps)
+    assert fake_execute == ["01", "02"]  # nothing ran again
+    (tmp_path / "run" / "datasets" / "orpo_round1.jsonl").unlink()  # a step whose output is gone reruns
+    pipeline.run("smoke", tmp_path / "run", steps)
+    assert fake_execute == ["01", "02", "02"]
+    pipeline.run("smoke", tmp_path / "run", steps, force=True)
+    assert fake_execute == ["01", "02", "02", "01", "02"]
+
+
+def test_a_changed_setting_is_refused_and_force_replaces_the_run(
+    tmp_path: Path, fake_execute: list[str]
+) -> None:
+    steps = pipeline.select_steps(only="01")
+    pipeline.run("smoke", tmp_path / "run", steps)
+    with pytest.raises(ValueError, match="other settings \\(n_train: 16 -> 4\\).*--force"):
+        pipeline.run("smoke", tmp_path / "run", steps, {"n_train": 4})
+    with pytest.raises(ValueError, match="profile: 'smoke' -> 'smoke-gsm8k'"):
+        pipeline.run("smoke-gsm8k", tmp_path / "run", steps)
+    pipeline.run("smoke", tmp_path / "run", steps, {"n_train": 4}, force=True)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["n_train"] == 4
+    old = json.loads(next(tmp_path.glob("run.replaced-*")).joinpath("config.json").read_text())
+    assert old["n_train"] == 16  # the replaced run is kept beside the new one, not deleted
+
+
+def test_a_failing_step_stops_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def fail(step, run_dir, profile, overrides):
+        calls.append(step.number)
+        raise pipeline.StepFailed(f"Step {step.name} failed: boom")
+
+    monkeypatch.setattr(pipeline, "_execute", fail)
+    with pytest.raises(pipeline.StepFailed, match="01_sampling failed"):
+        pipeline.run("smoke", tmp_path / "run", pipeline.select_steps(only="01,02"))
+    assert calls == ["01"]
+
+
+def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert pipeline.main(["run", "--profile", "gpu", "--run-dir", str(tmp_path / "r")]) == 1
+    assert "Unknown profile 'gpu'. Choose one of: smoke" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert pipeline.main(["run", "--profile", "smoke", "--run-dir", str(tmp_path / "file")]) == 1
+    assert "is a file" in capsys.readouterr().err
+    assert pipeline.main(["list-profiles"]) == 0
+    assert "smoke-gsm8k" in capsys.readouterr().out
+
+
+def test_open_run_picks_up_the_run_config_and_names_missing_steps(tmp_path: Path) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke", {"n_train": 3})
+    assert runs.open_run(tmp_path / "run", "smoke").cfg.n_train == 3  # a notebook alone uses the run's config
+    assert (tmp_path / "run" / "samples").is_dir() and (tmp_path / "run" / "config.json").exists()
+    with pytest.raises(
+        FileNotFoundError, match="No samples/base_train.jsonl .* Run 01_sampling first .*--only 01"
+    ):
+        run.require("samples/base_train.jsonl", "01_sampling")
+    assert "generated arithmetic toy set" in run.describe()
+    assert len(run.problems("train")) == 3
