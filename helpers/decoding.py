@@ -236,6 +236,20 @@ def _take(queue: list[Request], room: int) -> list[Request]:
     return taken
 
 
+def _decode_step(model: Any, batch: Batch, tokens: list[int]) -> None:
+    """Feed each row its last token: the cache, mask and positions grow by one, the logits move on."""
+    batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(tokens), 1)], dim=1)
+    batch.last_pos = batch.last_pos + 1
+    out = model(
+        input_ids=torch.tensor(tokens, device=batch.mask.device).unsqueeze(1),
+        attention_mask=batch.mask,
+        position_ids=batch.last_pos.unsqueeze(1),
+        past_key_values=batch.cache,
+        use_cache=True,
+    )
+    batch.logits = out.logits[:, -1]
+
+
 @torch.inference_mode()
 def stream_completions(
     model: Any,
@@ -249,51 +263,30 @@ def stream_completions(
     max_rows: int,
 ) -> Iterator[Completion]:
     """Decode every request against its prompt, yielding each completion as soon as it finishes."""
-    with gqa_attention(model):
-        yield from _stream(model, tokenizer, prompts, requests, temperature, top_p, max_new_tokens, max_rows)
-
-
-def _stream(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    requests: list[Request],
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    max_rows: int,
-) -> Iterator[Completion]:
     if tokenizer.pad_token_id is None:
         raise ValueError("The tokenizer has no pad token: load the model with helpers.models.load_model.")
-    queue = list(requests)
-    eos = eos_ids(model, tokenizer)
-    batch: Batch | None = None
-    while queue or (batch is not None and batch.rows):
-        in_flight = len(batch.rows) if batch else 0
-        if queue and max_rows - in_flight >= max(1, max_rows // 4):  # refill in chunks: prefill amortizes
-            fresh = _prefill(model, tokenizer, prompts, _take(queue, max_rows - in_flight))
-            batch = fresh if not in_flight else _merge(batch, fresh)
-        tokens = next_tokens(batch.logits, batch.rows, temperature, top_p)
-        for row, token in zip(batch.rows, tokens, strict=True):
-            _advance(row, token, eos, tokenizer.decode([token]), max_new_tokens)
-        for row in batch.rows:
-            if row.finish_reason is not None:
-                text = tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip("\n")
-                req = row.request
-                yield Completion(req.prompt_index, req.sample_idx, text, len(row.tokens), row.finish_reason)
-        keep = [i for i, row in enumerate(batch.rows) if row.finish_reason is None]
-        if len(keep) < len(batch.rows):
-            _keep(batch, keep)
-        if not batch.rows:
-            continue
-        tokens = [tokens[i] for i in keep]
-        batch.mask = torch.cat([batch.mask, batch.mask.new_ones(len(keep), 1)], dim=1)
-        batch.last_pos = batch.last_pos + 1
-        out = model(
-            input_ids=torch.tensor(tokens, device=batch.mask.device).unsqueeze(1),
-            attention_mask=batch.mask,
-            position_ids=batch.last_pos.unsqueeze(1),
-            past_key_values=batch.cache,
-            use_cache=True,
-        )
-        batch.logits = out.logits[:, -1]
+    with gqa_attention(model):
+        queue = list(requests)
+        eos = eos_ids(model, tokenizer)
+        batch: Batch | None = None
+        while queue or (batch is not None and batch.rows):
+            in_flight = len(batch.rows) if batch else 0
+            if queue and max_rows - in_flight >= max(1, max_rows // 4):  # refill in chunks: prefill amortizes
+                fresh = _prefill(model, tokenizer, prompts, _take(queue, max_rows - in_flight))
+                batch = fresh if not in_flight else _merge(batch, fresh)
+            tokens = next_tokens(batch.logits, batch.rows, temperature, top_p)
+            for row, token in zip(batch.rows, tokens, strict=True):
+                _advance(row, token, eos, tokenizer.decode([token]), max_new_tokens)
+            for row in batch.rows:
+                if row.finish_reason is not None:
+                    text = tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip("\n")
+                    req = row.request
+                    yield Completion(
+                        req.prompt_index, req.sample_idx, text, len(row.tokens), row.finish_reason
+                    )
+            keep = [i for i, row in enumerate(batch.rows) if row.finish_reason is None]
+            if len(keep) < len(batch.rows):
+                _keep(batch, keep)
+            if not batch.rows:
+                continue
+            _decode_step(model, batch, [tokens[i] for i in keep])

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,17 @@ def repair_tail(path: Path) -> None:
         )
         with open(path, "r+b") as f:
             f.truncate(cut)
+
+
+@dataclass(frozen=True)
+class Draw:
+    """How each sample is drawn: the settings both engines (CPU loop and vLLM) take."""
+
+    seed: int
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    max_rows: int  # rows in flight on the CPU; vLLM schedules its own batch
 
 
 def read_samples(path: str | os.PathLike) -> pd.DataFrame:
@@ -162,7 +174,8 @@ def sample(
         questions = dict(zip(problems["id"], problems["question"], strict=True))
         prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
         engine = _vllm_completions if settings["backend"] == "unsloth" else _cpu_completions
-        stream = engine(model, tokenizer, prompts, todo, seed, temperature, top_p, max_new_tokens, max_rows)
+        draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
+        stream = engine(model, tokenizer, prompts, todo, draw)
         _write(stream, out_path, settings, total=sum(map(len, todo.values())))
     else:
         log.info("%s already holds %d samples for every problem: nothing to sample", out_path, k)
@@ -218,20 +231,12 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
 
 
 def _cpu_completions(
-    model: Any,
-    tokenizer: Any,
-    prompts: dict[str, str],
-    todo: dict[str, list[int]],
-    seed: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    max_rows: int,
+    model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw
 ) -> Iterator[dict[str, Any]]:
     model.eval()
     pids = sorted(todo, key=lambda pid: len(prompts[pid]))  # similar lengths together: less padding
     requests = [
-        decoding.Request(i, s, decoding.row_seed(seed, pid, s))
+        decoding.Request(i, s, decoding.row_seed(draw.seed, pid, s))
         for i, pid in enumerate(pids)
         for s in todo[pid]
     ]
@@ -240,10 +245,10 @@ def _cpu_completions(
         tokenizer,
         [prompts[pid] for pid in pids],
         requests,
-        temperature=temperature,
-        top_p=top_p,
-        max_new_tokens=max_new_tokens,
-        max_rows=max_rows,
+        temperature=draw.temperature,
+        top_p=draw.top_p,
+        max_new_tokens=draw.max_new_tokens,
+        max_rows=draw.max_rows,
     ):
         yield {
             "problem_id": pids[c.prompt_index],
@@ -255,15 +260,7 @@ def _cpu_completions(
 
 
 def _vllm_completions(
-    model: Any,
-    tokenizer: Any,
-    prompts: dict[str, str],
-    todo: dict[str, list[int]],
-    seed: int,
-    temperature: float,
-    top_p: float,
-    max_new_tokens: int,
-    max_rows: int,
+    model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw
 ) -> Iterator[dict[str, Any]]:
     from vllm import SamplingParams
 
@@ -276,10 +273,10 @@ def _vllm_completions(
         params = [
             SamplingParams(
                 n=1,
-                temperature=temperature,
-                top_p=top_p,
-                max_tokens=max_new_tokens,  # vLLM's default is 16
-                seed=decoding.row_seed(seed, pid, idx),
+                temperature=draw.temperature,
+                top_p=draw.top_p,
+                max_tokens=draw.max_new_tokens,  # vLLM's default is 16
+                seed=decoding.row_seed(draw.seed, pid, idx),
             )
             for pid, idx in chunk
         ]
