@@ -6,12 +6,15 @@ Rows are conversational, as TRL expects: `prompt` is the system + user messages,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 
 import pandas as pd
 
 from helpers import data
 from helpers.answers import CHECKERS
+from helpers.files import write_jsonl
 
 
 class NothingToTrainOn(RuntimeError):
@@ -135,4 +138,26 @@ def require_training_data(graded: pd.DataFrame, checker: str, source: str) -> No
         f"{int(graded['lenient_correct'].sum())}, with a '####' line: {int(graded['has_format'].sum())}). "
         "The model cannot solve these problems; use an easier data set (profile 'smoke' uses the toy set), "
         "more samples per problem (k), or a stronger model."
+    )
+
+
+def training_sets(
+    graded: pd.DataFrame, questions: Mapping[str, str], checker: str, max_per_problem: int, source: str
+) -> tuple[list[dict], list[dict]]:
+    """SFT rows and ORPO pairs from graded samples; stops with the counts when no sample is correct."""
+    require_training_data(graded, checker, source)
+    return (
+        build_sft_rows(graded, questions, checker, max_per_problem),
+        build_orpo_pairs(graded, questions, checker, max_per_problem),
+    )
+
+
+def write_training_sets(
+    run_dir: str | os.PathLike, round_name: str, sft_rows: list[dict], pairs: list[dict]
+) -> tuple[Path, Path]:
+    """Write `datasets/sft_<round>.jsonl` and `datasets/orpo_<round>.jsonl` atomically; returns both paths."""
+    datasets_dir = Path(run_dir) / "datasets"
+    return (
+        write_jsonl(datasets_dir / f"sft_{round_name}.jsonl", sft_rows),
+        write_jsonl(datasets_dir / f"orpo_{round_name}.jsonl", pairs),
     )

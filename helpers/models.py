@@ -273,10 +273,18 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def save_variant(model: Any, tokenizer: Any, run_dir: str | os.PathLike, name: str, manifest: dict) -> Path:
-    """Write `run_dir/models/<name>/`: the LoRA adapter, the tokenizer and `manifest.json`, atomically.
+def save_variant(
+    model: Any,
+    tokenizer: Any,
+    run_dir: str | os.PathLike,
+    name: str,
+    manifest: dict,
+    extras: dict[str, str] | None = None,
+) -> Path:
+    """Write `run_dir/models/<name>/`: the LoRA adapter, the tokenizer, `manifest.json` and `extras`, atomically.
 
     `manifest` must name `base_model` and `parent`; the library versions, backend and time are added here.
+    `extras` maps file names to text written beside them (e.g. the training log history).
     """
     missing = [key for key in ("base_model", "parent") if key not in manifest]
     if missing:
@@ -295,6 +303,8 @@ def save_variant(model: Any, tokenizer: Any, run_dir: str | os.PathLike, name: s
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for file_name, text in (extras or {}).items():
+            (tmp / file_name).write_text(text)
         (tmp / MANIFEST).write_text(json.dumps(full, indent=2, default=str))
 
     write_dir_atomically(target, write)

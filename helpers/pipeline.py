@@ -47,7 +47,16 @@ STEPS = (
     Step("02", "02_rejection_filtering", ("datasets/sft_round1.jsonl", "datasets/orpo_round1.jsonl")),
     Step("03", "03_sft", ("models/SFT_1/manifest.json",)),
     Step("04", "04_orpo", ("models/ORPO_1/manifest.json",)),
-    Step("05", "05_second_round", ("models/SFT_1_SFT_2/manifest.json", "models/SFT_1_ORPO_2/manifest.json")),
+    Step(
+        "05",
+        "05_second_round",
+        (
+            "datasets/sft_round2.jsonl",
+            "models/SFT_1_SFT_2/manifest.json",
+            "models/SFT_1_ORPO_2/manifest.json",
+            "models/SFT_2/manifest.json",
+        ),
+    ),
     Step("06", "06_grpo", ("models/GRPO/manifest.json",)),
     Step("07", "07_evaluation", ("eval/results.csv", "REPORT.md")),
 )

@@ -75,3 +75,36 @@ def checker_counts(stats: pd.DataFrame, title: str = "Strict vs lenient") -> Fig
     ax.set(xticks=x, xticklabels=[c.replace("_", " ") for c in columns], ylabel="count", title=title)
     ax.legend(title="checker")
     return fig
+
+
+def training_curves(history: pd.DataFrame, metrics: tuple[str, ...] | list[str], title: str) -> Figure:
+    """One panel per logged metric against the optimizer step (a trainer's `log_history` as a frame)."""
+    present = [m for m in metrics if m in history and history[m].notna().any()]
+    if not present:
+        raise ValueError(f"training_curves({title!r}): none of {list(metrics)} was logged.")
+    fig = Figure(figsize=(3.2 * len(present), 3))
+    for ax, metric in zip(fig.subplots(1, len(present), squeeze=False)[0], present, strict=True):
+        logged = history.dropna(subset=[metric])
+        ax.plot(logged["step"], logged[metric], marker="o", markersize=3)
+        ax.set(xlabel="optimizer step", title=metric)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def solve_rate_rounds(rounds: dict[str, pd.DataFrame], checker: str, title: str) -> Figure:
+    """Per-problem correct counts of several graded sample sets side by side (e.g. round 1 vs round 2)."""
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    k = max(int(g.groupby("problem_id").size().max()) for g in rounds.values())
+    width = 0.8 / len(rounds)
+    for i, (label, graded) in enumerate(rounds.items()):
+        solved = metrics.per_problem(graded, checker)["c"]
+        counts = solved.value_counts().reindex(range(k + 1), fill_value=0)
+        offset = (i - (len(rounds) - 1) / 2) * width
+        ax.bar(counts.index + offset, counts.values, width, label=f"{label} (mean {solved.mean():.2f})")
+    ax.set(
+        xlabel=f"{checker}-correct samples out of {k}", ylabel="problems", title=title, xticks=range(k + 1)
+    )
+    ax.legend()
+    return fig

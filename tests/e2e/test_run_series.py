@@ -8,9 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import torch
 
-from helpers import answers, files, pipeline, runs, sampling
+from helpers import answers, files, models, pipeline, runs, sampling, training
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,14 +71,15 @@ def test_samples_cover_every_problem_k_times(smoke) -> None:
     assert (run_dir / "figures" / "01_completion_lengths.png").stat().st_size > 0
 
 
-def test_training_data_is_consistent_with_the_samples(smoke) -> None:
+@pytest.mark.parametrize(("samples_file", "round_name"), [("base_train", "round1"), ("sft1_train", "round2")])
+def test_training_data_is_consistent_with_the_samples(smoke, samples_file: str, round_name: str) -> None:
     run_dir, _ = smoke
     run = runs.open_run(run_dir, "smoke")
     golds = dict(zip(run.problems("train")["id"], run.problems("train")["gold"], strict=True))
     texts = {(r.problem_id, r.sample_idx): r.completion for r in sampling.read_samples(
-        run_dir / "samples" / "base_train.jsonl").itertuples()}  # fmt: skip
-    sft = files.read_jsonl(run_dir / "datasets" / "sft_round1.jsonl")
-    pairs = files.read_jsonl(run_dir / "datasets" / "orpo_round1.jsonl")
+        run_dir / "samples" / f"{samples_file}.jsonl").itertuples()}  # fmt: skip
+    sft = files.read_jsonl(run_dir / "datasets" / f"sft_{round_name}.jsonl")
+    pairs = files.read_jsonl(run_dir / "datasets" / f"orpo_{round_name}.jsonl")
     assert sft, "the smoke profile must find correct samples to train on"
     for row in sft:
         text = row["completion"][0]["content"]
@@ -89,6 +92,65 @@ def test_training_data_is_consistent_with_the_samples(smoke) -> None:
         assert texts[(pair["problem_id"], pair["rejected_idx"])] == pair["rejected"][0]["content"]
         assert answers.grade(pair["chosen"][0]["content"], gold).lenient_correct
         assert not answers.grade(pair["rejected"][0]["content"], gold).lenient_correct
+
+
+def test_second_round_samples_come_from_sft_1(smoke) -> None:
+    run_dir, _ = smoke
+    samples = sampling.read_samples(run_dir / "samples" / "sft1_train.jsonl")
+    assert set(samples["model"]) == {"smollm2-135m+SFT_1"}
+    assert len(samples) == runs.open_run(run_dir, "smoke").cfg.n_train * runs.open_run(run_dir, "smoke").cfg.k
+
+
+def test_all_six_variants_reload_and_training_changed_their_weights(smoke) -> None:
+    run_dir, _ = smoke
+    base, _ = models.load_model(models.SMOLLM2_ALIAS)
+    base_weights = base.state_dict()
+    for name in training.VARIANTS:
+        tuned, _ = models.load_model(models.SMOLLM2_ALIAS, adapter=run_dir / "models" / name)
+        changed = [
+            key for key, value in tuned.state_dict().items() if not torch.equal(value, base_weights[key])
+        ]
+        assert changed, f"{name}: reloaded weights equal the base model's"
+        assert all("proj" in key for key in changed), f"{name}: LoRA should only touch the projections"
+
+
+EXPECTED_LINEAGE = {
+    "SFT_1": ("sft", None, "smollm2-135m"),
+    "ORPO_1": ("orpo", None, "smollm2-135m"),
+    "SFT_1_SFT_2": ("sft", "SFT_1", "smollm2-135m+SFT_1"),
+    "SFT_1_ORPO_2": ("orpo", "SFT_1", "smollm2-135m+SFT_1"),
+    "SFT_2": ("sft", None, "smollm2-135m+SFT_1"),
+    "GRPO": ("grpo", None, None),
+}
+
+
+@pytest.mark.parametrize("name", training.VARIANTS)
+def test_manifest_lineage_and_compute_accounting(smoke, name: str) -> None:
+    run_dir, _ = smoke
+    variant = run_dir / "models" / name
+    manifest = models.read_manifest(variant)
+    method, parent, sampled_by = EXPECTED_LINEAGE[name]
+    assert (manifest["method"], manifest["parent"], manifest["data"]["sampled_by"]) == (
+        method,
+        parent,
+        sampled_by,
+    )
+    assert manifest["base_model"] == "smollm2-135m" and manifest["name"] == name
+    compute = manifest["compute"]
+    assert compute["optimizer_steps"] > 0 and compute["backward_passes"] >= compute["optimizer_steps"]
+    assert compute["tokens_trained"] > 0 and compute["wall_s"] > 0
+    if name == "GRPO":
+        assert compute["tokens_sampled_for_data"] == 0 and compute["tokens_sampled_in_training"] > 0
+        assert 0 < compute["rows_consumed"] <= compute["rows_available"]
+    else:
+        samples = sampling.read_samples(run_dir / manifest["data"]["samples_file"])
+        assert compute["tokens_sampled_for_data"] == samples["n_tokens"].sum()
+        assert manifest["data"]["rows"] == len(files.read_jsonl(run_dir / manifest["data"]["file"]))
+    history = pd.read_csv(variant / "log_history.csv")
+    assert history["step"].max() == compute["optimizer_steps"]
+    assert (run_dir / "figures" / f"train_{name}.png").stat().st_size > 0
+    assert list((run_dir / "tb" / name).glob("events.out.tfevents.*"))
+    assert not (run_dir / "checkpoints" / name).exists()
 
 
 def test_a_rerun_skips_finished_steps(smoke) -> None:

@@ -78,3 +78,15 @@ def test_missing_columns_and_unknown_checker_are_named() -> None:
         filtering.build_sft_rows(SAMPLES.drop(columns="lenient_correct"), QUESTIONS)
     with pytest.raises(ValueError, match="Unknown checker 'judge'"):
         filtering.build_orpo_pairs(SAMPLES, QUESTIONS, "judge")
+
+
+def test_training_sets_are_written_per_round(tmp_path) -> None:
+    sft_rows, pairs = filtering.training_sets(SAMPLES, QUESTIONS, "lenient", 4, "samples/x.jsonl")
+    assert sft_rows == filtering.build_sft_rows(SAMPLES, QUESTIONS, "lenient", 4)
+    assert pairs == filtering.build_orpo_pairs(SAMPLES, QUESTIONS, "lenient", 4)
+    sft_path, orpo_path = filtering.write_training_sets(tmp_path, "round2", sft_rows, pairs)
+    assert (sft_path.name, orpo_path.name) == ("sft_round2.jsonl", "orpo_round2.jsonl")
+    assert len(sft_path.read_text().splitlines()) == len(sft_rows)
+    wrong = SAMPLES.assign(lenient_correct=False)
+    with pytest.raises(filtering.NothingToTrainOn, match="in samples/x.jsonl"):
+        filtering.training_sets(wrong, QUESTIONS, "lenient", 4, "samples/x.jsonl")

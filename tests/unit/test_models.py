@@ -67,9 +67,15 @@ def test_saved_variant_reloads_with_the_same_weights(smollm2, tmp_path: Path) ->
             if "lora_B" in name:
                 p.fill_(0.01)
     target = models.save_variant(
-        lora, tokenizer, tmp_path, "SFT_1", {"base_model": "smollm2-135m", "parent": "base"}
+        lora,
+        tokenizer,
+        tmp_path,
+        "SFT_1",
+        {"base_model": "smollm2-135m", "parent": "base"},
+        extras={"log_history.csv": "step,loss\n1,0.5\n"},
     )
     manifest = json.loads((target / "manifest.json").read_text())
+    assert (target / "log_history.csv").read_text() == "step,loss\n1,0.5\n"
     assert manifest["name"] == "SFT_1" and manifest["backend"] == "transformers"
     assert manifest["versions"]["transformers"] and manifest["parent"] == "base"
     assert list(target.glob("*.safetensors"))

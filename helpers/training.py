@@ -1,0 +1,464 @@
+"""Train the six variants with TRL and LoRA: `train_sft`, `train_orpo`, `train_grpo`.
+
+GPU: the model comes from Unsloth (`models.load_model`), whose import patches TRL's trainers; GRPO then generates
+with vLLM. CPU: transformers + peft in fp32 without gradient checkpointing (TRL's bf16 and checkpointing
+defaults make a CPU step about 30x slower). Each `train_*` checks its data file before loading a model, resumes
+from the last checkpoint, and saves `models/<NAME>/`: the adapter, `log_history.csv` and `manifest.json` with the
+lineage and the compute spent (tokens sampled for the data, tokens trained, optimizer steps, backward passes,
+wall time). TensorBoard logs go to `tb/<NAME>/`, the curves to `figures/train_<NAME>.png`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from transformers import TrainerCallback
+
+from helpers import config, data, models, plots, rewards, sampling
+from helpers.runs import Run
+
+log = logging.getLogger(__name__)
+
+# The variant each notebook trains, as `Run.require` names the step to run first.
+NOTEBOOK_OF = {
+    "SFT_1": "03_sft",
+    "ORPO_1": "04_orpo",
+    "SFT_1_SFT_2": "05_second_round",
+    "SFT_1_ORPO_2": "05_second_round",
+    "SFT_2": "05_second_round",
+    "GRPO": "06_grpo",
+}
+VARIANTS = tuple(NOTEBOOK_OF)
+COLUMNS = {"sft": ("prompt", "completion"), "orpo": ("prompt", "chosen", "rejected")}
+# Per micro-batch, the masks whose sum is the number of tokens the model ran forward and backward on.
+TOKEN_MASKS = {"sft": ("attention_mask",), "orpo": ("chosen_attention_mask", "rejected_attention_mask")}
+CURVES = {
+    "sft": ("loss", "learning_rate"),
+    "orpo": ("loss", "nll_loss", "log_odds_ratio", "rewards/accuracies"),
+    "grpo": (
+        "rewards/correctness_reward/mean",
+        "rewards/format_reward/mean",
+        "reward_std",
+        "completions/mean_length",
+        "frac_reward_zero_std",
+    ),
+}
+GRPO_REWARDS = (rewards.correctness_reward, rewards.format_reward)
+HISTORY = "log_history.csv"
+
+
+class BadTrainingData(ValueError):
+    """A training file is missing, empty or malformed."""
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A saved variant: its directory, manifest, log history and training curves."""
+
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+    history: pd.DataFrame
+    figure: Figure
+
+
+def summary(trained: list[Trained]) -> pd.DataFrame:
+    """One row per variant: lineage (method, parent, who sampled its data, rows) and compute accounting."""
+    return pd.DataFrame(
+        {
+            t.name: {
+                "method": t.manifest["method"],
+                "parent": t.manifest["parent"] or "(base)",
+                "data_sampled_by": t.manifest["data"]["sampled_by"] or "(generated in training)",
+                "data_rows": t.manifest["data"]["rows"],
+                **t.manifest["compute"],
+            }
+            for t in trained
+        }
+    ).T
+
+
+def read_rows(path: str | os.PathLike, kind: str) -> list[dict[str, Any]]:
+    """The rows of an SFT (`prompt`, `completion`) or ORPO (`prompt`, `chosen`, `rejected`) JSONL file, checked.
+
+    Every column must be a non-empty list of chat messages. Any problem names the file and line.
+    """
+    if kind not in COLUMNS:
+        raise ValueError(f"Unknown kind {kind!r}. Choose one of: {', '.join(COLUMNS)}.")
+    path = Path(path)
+    fix = "Rebuild it with its notebook (02_rejection_filtering or 05_second_round)."
+    if not path.is_file():
+        raise BadTrainingData(f"Training file {path} does not exist. {fix}")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise BadTrainingData(f"{path}, line {number}, is not JSON ({err}). {fix}") from err
+        problem = _row_problem(row, COLUMNS[kind])
+        if problem:
+            raise BadTrainingData(f"{path}, line {number}: {problem}. {fix}")
+        rows.append(row)
+    if not rows:
+        raise BadTrainingData(
+            f"Training file {path} holds no rows: nothing to train {kind.upper()} on. {fix}"
+        )
+    return rows
+
+
+def _row_problem(row: Any, columns: tuple[str, ...]) -> str | None:
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [c for c in columns if c not in row]
+    if missing:
+        return f"missing column(s) {missing} (rows need {list(columns)})"
+    for column in columns:
+        messages = row[column]
+        if not isinstance(messages, list) or not messages or not all(_is_message(m) for m in messages):
+            return f"column {column!r} is not a list of chat messages ({{'role': ..., 'content': ...}})"
+    return None
+
+
+def _is_message(message: Any) -> bool:
+    return (
+        isinstance(message, dict)
+        and isinstance(message.get("role"), str)
+        and isinstance(message.get("content"), str)
+    )
+
+
+def grpo_rows(run: Run) -> list[dict[str, Any]]:
+    """GRPO's prompts: the run's training problems (at most `grpo_max_rows`) as chat prompts with their gold."""
+    problems = run.problems("train")
+    n = min(len(problems), run.cfg.grpo_max_rows or len(problems))
+    return [
+        {"prompt": data.build_messages(q), "answer": g}
+        for q, g in zip(problems["question"][:n], problems["gold"][:n], strict=True)
+    ]
+
+
+@dataclass
+class _Meter:
+    """Counts micro-batches (one backward pass each) and the tokens in them, by wrapping `training_step`."""
+
+    masks: tuple[str, ...]
+    backward_passes: int = 0
+    tokens: int = 0
+
+    def wrap(self, training_step: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            self.backward_passes += 1
+            if isinstance(inputs, dict):
+                self.tokens += sum(int(inputs[m].sum()) for m in self.masks if m in inputs)
+            return training_step(model, inputs, *args, **kwargs)
+
+        return counted
+
+
+class RewardPlateau(TrainerCallback):
+    """Stop training when the logged mean reward has not risen for `patience` logging windows."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience, self.best, self.stale, self.stopped_at = patience, -math.inf, 0, None
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if not logs or "reward" not in logs:
+            return
+        if logs["reward"] > self.best:
+            self.best, self.stale = logs["reward"], 0
+            return
+        self.stale += 1
+        if self.stale >= self.patience:
+            control.should_training_stop = True
+            self.stopped_at = state.global_step
+            log.info(
+                "Mean reward has not risen for %d windows: stopping at step %d",
+                self.patience,
+                state.global_step,
+            )
+
+
+def train_sft(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
+    """SFT of the base (or of `parent`'s adapter) on prompt-completion rows, loss on the completion only."""
+    from trl import SFTConfig, SFTTrainer
+
+    rows = read_rows(run.require(data_file, _producer(data_file)), "sft")
+
+    def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
+        cfg = SFTConfig(
+            **args,
+            learning_rate=run.cfg.sft_lr,
+            num_train_epochs=run.cfg.sft_epochs,
+            max_length=run.cfg.max_seq_length,
+            completion_only_loss=True,  # the chat template has no generation markers for assistant_only_loss
+            packing=False,
+        )
+        dataset = _dataset(rows, COLUMNS["sft"])
+        return SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+
+    return _train(run, name, "sft", parent, build, _data_record(run, data_file, samples_file, len(rows)))
+
+
+def train_orpo(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
+    """ORPO of the base (or of `parent`'s adapter) on chosen/rejected pairs: no reference model."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in trl.experimental in this TRL line
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    rows = read_rows(run.require(data_file, _producer(data_file)), "orpo")
+
+    def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
+        cfg = ORPOConfig(
+            **args,
+            learning_rate=run.cfg.orpo_lr,
+            num_train_epochs=run.cfg.orpo_epochs,
+            beta=run.cfg.orpo_beta,
+            max_length=run.cfg.max_seq_length,
+        )
+        dataset = _dataset(rows, COLUMNS["orpo"])
+        return ORPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+
+    return _train(run, name, "orpo", parent, build, _data_record(run, data_file, samples_file, len(rows)))
+
+
+def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Trained:
+    """GRPO with the correctness and format rewards, k generations per prompt, stopped when the reward plateaus."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    c = run.cfg
+    rows = grpo_rows(run)
+    prompts_per_step = c.batch_size * c.grad_accum // c.k
+    plateau = RewardPlateau(c.grpo_patience)
+
+    def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
+        cfg = GRPOConfig(
+            **args,
+            learning_rate=c.grpo_lr,
+            max_steps=math.ceil(len(rows) / prompts_per_step),
+            num_generations=c.k,
+            max_completion_length=c.grpo_max_completion_length,
+            temperature=c.temperature,
+            top_p=c.top_p,
+        )
+        dataset = datasets.Dataset.from_list(rows)
+        return GRPOTrainer(
+            model=model,
+            reward_funcs=list(GRPO_REWARDS),
+            args=cfg,
+            train_dataset=dataset,
+            processing_class=tokenizer,
+            callbacks=[plateau],
+        )
+
+    record = {
+        "file": None,
+        "problems": f"{c.dataset} train",
+        "rows": len(rows),
+        "samples_file": None,
+        "sampled_by": None,  # GRPO samples its own completions while it trains
+        "tokens_sampled": 0,
+    }
+
+    def grpo_compute(state: Any, history: pd.DataFrame) -> dict[str, Any]:
+        return {
+            "tokens_sampled_in_training": tokens_generated(history, c.batch_size * c.grad_accum),
+            "tokens_trained": int(state.num_input_tokens_seen),
+            "rows_consumed": int(state.global_step * prompts_per_step),
+            "rows_available": len(rows),
+            "stopped_early_at_step": plateau.stopped_at,
+        }
+
+    return _train(run, name, "grpo", parent, build, record, grpo_compute)
+
+
+def tokens_generated(history: pd.DataFrame, completions_per_step: int) -> int:
+    """Completion tokens GRPO sampled, from its log: each window logs its steps' mean completion length."""
+    if "completions/mean_length" not in history:
+        return 0
+    logged = history.dropna(subset=["completions/mean_length"])
+    steps_in_window = logged["step"].diff().fillna(logged["step"])
+    return round(float((logged["completions/mean_length"] * steps_in_window).sum()) * completions_per_step)
+
+
+def _dataset(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> datasets.Dataset:
+    return datasets.Dataset.from_list([{c: row[c] for c in columns} for row in rows])
+
+
+def _producer(data_file: str) -> str:
+    return "05_second_round" if "round2" in data_file else "02_rejection_filtering"
+
+
+def _data_record(run: Run, data_file: str, samples_file: str, n_rows: int) -> dict[str, Any]:
+    """Where the training rows came from: the file, the samples they were filtered from, and their cost."""
+    samples = sampling.read_samples(run.require(samples_file, _producer(data_file)))
+    sampled_by = sorted(set(samples["model"]))
+    return {
+        "file": data_file,
+        "rows": n_rows,
+        "samples_file": samples_file,
+        "sampled_by": sampled_by[0] if len(sampled_by) == 1 else sampled_by,
+        "tokens_sampled": int(samples["n_tokens"].sum()),
+    }
+
+
+def trainer_args(run: Run, name: str) -> dict[str, Any]:
+    """The `TrainingArguments` every trainer shares, from the profile; precision and optimizer by device."""
+    c = run.cfg
+    args: dict[str, Any] = {
+        "output_dir": str(run.root / "checkpoints" / name),
+        "per_device_train_batch_size": c.batch_size,
+        "gradient_accumulation_steps": c.grad_accum,
+        "warmup_steps": c.warmup_ratio,  # transformers 5: a float below 1 is a fraction of the steps
+        "lr_scheduler_type": "linear",
+        "weight_decay": 0.001,
+        "logging_steps": c.logging_steps,
+        "save_strategy": "steps" if c.save_steps else "no",
+        "seed": c.seed,
+        "report_to": ["tensorboard"],
+    }
+    if c.save_steps:
+        args["save_steps"] = c.save_steps
+    if torch.cuda.is_available():
+        bf16 = torch.cuda.is_bf16_supported()
+        args.update(optim="adamw_8bit", bf16=bf16, fp16=not bf16)
+    else:
+        args.update(use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, optim="adamw_torch")
+    return args
+
+
+@contextlib.contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _load(run: Run, parent: str | None) -> tuple[Any, Any]:
+    """The base with fresh LoRA adapters, or `parent`'s adapter loaded trainable to continue from."""
+    c = run.cfg
+    kwargs = {"max_seq_length": c.max_seq_length, "load_in_4bit": c.load_in_4bit, "max_lora_rank": c.lora_r}
+    if parent is not None:
+        adapter = run.require(f"models/{parent}/{models.MANIFEST}", NOTEBOOK_OF.get(parent, parent)).parent
+        return models.load_model(c.model, adapter=adapter, trainable=True, **kwargs)
+    model, tokenizer = models.load_model(c.model, trainable=True, **kwargs)
+    return models.add_lora(model, r=c.lora_r, alpha=c.lora_alpha, seed=c.seed), tokenizer
+
+
+def _finished(run: Run, name: str, kind: str) -> Trained | None:
+    """The variant saved earlier with this run's config, if any: a rerun of a notebook does not retrain it."""
+    path = run.root / "models" / name
+    if not (path / models.MANIFEST).is_file():
+        return None
+    manifest = models.read_manifest(path)
+    if manifest.get("config_hash") != config.config_hash(run.cfg):
+        return None
+    log.info("%s was trained earlier with this config: loading its record from %s", name, path)
+    history = pd.read_csv(path / HISTORY)
+    return Trained(name, path, manifest, history, plots.training_curves(history, CURVES[kind], name))
+
+
+def _train(
+    run: Run,
+    name: str,
+    kind: str,
+    parent: str | None,
+    build: Callable[[Any, Any, dict[str, Any]], Any],
+    data_record: dict[str, Any],
+    extra_compute: Callable[[Any, pd.DataFrame], dict[str, Any]] | None = None,
+) -> Trained:
+    """Load, train (resuming from a checkpoint), save the variant with its manifest, history and curves."""
+    if name not in VARIANTS:
+        raise ValueError(f"Unknown variant {name!r}. The series trains: {', '.join(VARIANTS)}.")
+    done = _finished(run, name, kind)
+    if done is not None:
+        return done
+    model, tokenizer = _load(run, parent)
+    tensorboard = run.root / "tb" / name
+    tensorboard.mkdir(parents=True, exist_ok=True)
+    with _env("TENSORBOARD_LOGGING_DIR", str(tensorboard)):
+        trainer = build(model, tokenizer, trainer_args(run, name))
+        meter = _Meter(TOKEN_MASKS.get(kind, ()))
+        trainer.training_step = meter.wrap(trainer.training_step)
+        checkpoint = _last_checkpoint(run.root / "checkpoints" / name)
+        start = time.perf_counter()
+        trainer.train(resume_from_checkpoint=checkpoint)
+        wall = time.perf_counter() - start
+    history = pd.DataFrame(trainer.state.log_history)
+    compute = {
+        "tokens_sampled_for_data": data_record.pop("tokens_sampled"),
+        "tokens_trained": meter.tokens,
+        "optimizer_steps": int(trainer.state.global_step),
+        "backward_passes": meter.backward_passes,
+        "wall_s": round(wall, 1),
+        "resumed_from": checkpoint,
+        **(extra_compute(trainer.state, history) if extra_compute else {}),
+    }
+    manifest = {
+        "base_model": model.gsm8k_base,
+        "parent": parent,
+        "method": kind,
+        "config_hash": config.config_hash(run.cfg),
+        "data": data_record,
+        "hyperparameters": {
+            **_hyperparameters(trainer.args),
+            "lora_r": run.cfg.lora_r,
+            "lora_alpha": run.cfg.lora_alpha,
+        },
+        "compute": compute,
+    }
+    trained_model = trainer.model
+    for attr in ("gsm8k_base", "gsm8k_backend"):
+        setattr(trained_model, attr, getattr(model, attr))
+    path = models.save_variant(
+        trained_model, tokenizer, run.root, name, manifest, extras={HISTORY: history.to_csv(index=False)}
+    )
+    shutil.rmtree(run.root / "checkpoints" / name, ignore_errors=True)
+    figure = plots.training_curves(history, CURVES[kind], name)
+    plots.save(figure, run.path(f"figures/train_{name}.png"))
+    return Trained(name, path, models.read_manifest(path), history, figure)
+
+
+def _last_checkpoint(output_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+
+
+def _hyperparameters(args: Any) -> dict[str, Any]:
+    keys = (
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "warmup_steps",
+        "lr_scheduler_type",
+        "optim",
+        "beta",
+        "num_generations",
+        "max_completion_length",
+        "temperature",
+        "max_length",
+    )
+    return {key: getattr(args, key) for key in keys if hasattr(args, key)}

@@ -1,0 +1,169 @@
+"""Training helpers that need no trainer run (the real training runs in tests/e2e): bad data, compute
+accounting, early stopping, trainer settings. `pytest tests/unit/test_training.py`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from helpers import data, models, plots, runs, training
+
+PROMPT = data.build_messages("What is 3+4?")
+GOOD_SFT = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": "#### 7"}]}
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> runs.Run:
+    return runs.open_run(tmp_path / "run", "smoke")
+
+
+def write(path: Path, lines: list[str]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def test_good_rows_are_read(tmp_path: Path) -> None:
+    path = write(tmp_path / "sft.jsonl", [json.dumps(GOOD_SFT), "", json.dumps(GOOD_SFT)])
+    assert training.read_rows(path, "sft") == [GOOD_SFT, GOOD_SFT]
+
+
+@pytest.mark.parametrize(
+    ("lines", "kind", "message"),
+    [
+        ([], "sft", "holds no rows: nothing to train SFT on"),
+        (["{not json"], "sft", "line 1, is not JSON"),
+        (["[1, 2]"], "sft", "line 1: not a JSON object"),
+        ([json.dumps({"prompt": PROMPT})], "sft", "line 1: missing column\\(s\\) \\['completion'\\]"),
+        ([json.dumps(GOOD_SFT)], "orpo", "missing column\\(s\\) \\['chosen', 'rejected'\\]"),
+        (
+            [json.dumps(GOOD_SFT), json.dumps({**GOOD_SFT, "completion": "#### 7"})],
+            "sft",
+            "line 2: column 'completion' is not a list of chat messages",
+        ),
+        ([json.dumps({**GOOD_SFT, "prompt": []})], "sft", "column 'prompt' is not a list of chat messages"),
+    ],
+)
+def test_bad_training_files_name_the_file_and_the_line(
+    tmp_path: Path, lines: list[str], kind: str, message: str
+) -> None:
+    path = write(tmp_path / "data.jsonl", lines)
+    with pytest.raises(training.BadTrainingData, match=message) as err:
+        training.read_rows(path, kind)
+    assert str(path) in str(err.value) and "Rebuild it with its notebook" in str(err.value)
+
+
+def test_a_missing_training_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(training.BadTrainingData, match="nope.jsonl does not exist"):
+        training.read_rows(tmp_path / "nope.jsonl", "orpo")
+
+
+@pytest.mark.parametrize("train", [training.train_sft, training.train_orpo])
+def test_bad_data_stops_training_before_any_model_is_loaded(
+    run: runs.Run, train, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded before the data was checked")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    write(run.root / "datasets" / "sft_round1.jsonl", [])
+    write(run.root / "datasets" / "orpo_round1.jsonl", ['{"prompt": 1}'])
+    data_file = "datasets/sft_round1.jsonl" if train is training.train_sft else "datasets/orpo_round1.jsonl"
+    with pytest.raises(training.BadTrainingData, match=data_file):
+        train(run, "SFT_1", data_file, "samples/base_train.jsonl")
+
+
+def test_missing_data_names_the_notebook_to_run(run: runs.Run) -> None:
+    with pytest.raises(FileNotFoundError, match="Run 05_second_round first"):
+        training.train_sft(run, "SFT_2", "datasets/sft_round2.jsonl", "samples/sft1_train.jsonl")
+
+
+def test_a_missing_parent_names_its_notebook(run: runs.Run) -> None:
+    write(run.root / "datasets" / "sft_round2.jsonl", [json.dumps(GOOD_SFT)])
+    write(run.root / "samples" / "sft1_train.jsonl", [])
+    with pytest.raises(FileNotFoundError, match="No models/SFT_1/manifest.json .* Run 03_sft first"):
+        training.train_sft(
+            run, "SFT_1_SFT_2", "datasets/sft_round2.jsonl", "samples/sft1_train.jsonl", parent="SFT_1"
+        )
+
+
+def test_unknown_variant_names_are_refused(run: runs.Run) -> None:
+    with pytest.raises(ValueError, match="Unknown variant 'SFT_3'"):
+        training._train(run, "SFT_3", "sft", None, None, {})
+
+
+def test_cpu_trainer_settings_avoid_trls_slow_defaults(run: runs.Run) -> None:
+    args = training.trainer_args(run, "SFT_1")
+    assert (args["bf16"], args["fp16"], args["gradient_checkpointing"], args["use_cpu"]) == (
+        False,
+        False,
+        False,
+        True,
+    )
+    assert args["output_dir"] == str(run.root / "checkpoints" / "SFT_1")
+    assert args["save_strategy"] == "no" and "save_steps" not in args  # smoke: save_steps=0
+    full = runs.open_run(run.root.parent / "full", "smoke", save_steps=50)
+    assert training.trainer_args(full, "GRPO")["save_steps"] == 50
+
+
+def test_grpo_rows_are_the_train_problems_with_their_gold(run: runs.Run) -> None:
+    rows = training.grpo_rows(run)
+    problems = run.problems("train")
+    assert len(rows) == run.cfg.grpo_max_rows
+    assert rows[0]["prompt"] == data.build_messages(problems["question"][0])
+    assert rows[0]["answer"] == problems["gold"][0]
+
+
+def test_tokens_generated_weights_each_window_by_its_steps() -> None:
+    history = pd.DataFrame(
+        {
+            "step": [2, 4, 5, 5],
+            "completions/mean_length": [10.0, 20.0, 30.0, None],
+            "train_loss": [None] * 3 + [1],
+        }
+    )
+    # windows of 2, 2 and 1 steps, 8 completions per step: (10*2 + 20*2 + 30*1) * 8
+    assert training.tokens_generated(history, 8) == 720
+    assert training.tokens_generated(pd.DataFrame({"step": [1]}), 8) == 0
+
+
+def test_reward_plateau_stops_after_patience_windows_without_a_higher_reward() -> None:
+    plateau = training.RewardPlateau(patience=2)
+    control = SimpleNamespace(should_training_stop=False)
+    for step, reward in enumerate([0.1, 0.3, 0.2], start=1):
+        plateau.on_log(None, SimpleNamespace(global_step=step), control, logs={"reward": reward})
+        assert not control.should_training_stop
+    plateau.on_log(None, SimpleNamespace(global_step=5), control, logs={"loss": 1.0})  # no reward: ignored
+    assert not control.should_training_stop
+    plateau.on_log(None, SimpleNamespace(global_step=6), control, logs={"reward": 0.25})
+    assert control.should_training_stop and plateau.stopped_at == 6
+
+
+def test_summary_shows_lineage_and_compute() -> None:
+    manifest = {
+        "method": "sft",
+        "parent": "SFT_1",
+        "data": {"sampled_by": "smollm2-135m+SFT_1", "rows": 5},
+        "compute": {"tokens_trained": 100, "optimizer_steps": 2},
+    }
+    history = pd.DataFrame({"step": [1], "loss": [0.5]})
+    figure = plots.training_curves(history, training.CURVES["sft"], "x")
+    table = training.summary([training.Trained("SFT_1_SFT_2", Path("."), manifest, history, figure)])
+    assert table.loc["SFT_1_SFT_2", "parent"] == "SFT_1"
+    assert table.loc["SFT_1_SFT_2", "data_sampled_by"] == "smollm2-135m+SFT_1"
+    assert table.loc["SFT_1_SFT_2", "tokens_trained"] == 100
+
+
+def test_training_curves_need_a_logged_metric() -> None:
+    with pytest.raises(ValueError, match="none of \\['reward'\\] was logged"):
+        plots.training_curves(pd.DataFrame({"step": [1], "loss": [1.0]}), ["reward"], "GRPO")
+    fig = plots.training_curves(
+        pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5], "learning_rate": [1e-4, None]}),
+        ["loss", "learning_rate"],
+        "t",
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "learning_rate"]
