@@ -15,6 +15,8 @@ import pandas as pd
 from helpers.answers import CHECKERS, is_correct
 
 BOOT_SEED = 0  # fixed so that a rerun of the same samples prints the same intervals
+JUDGE = "judge"  # the optional LLM-judge checker: a `judge_correct` verdict and no extracted answer
+EVAL_CHECKERS = (*CHECKERS, JUDGE)
 
 
 def _pass_at_k_one(n: int, c: int, k: int) -> float:
@@ -105,16 +107,43 @@ def paired_bootstrap_diff(
 
 
 def per_problem(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
-    """One row per problem: samples `n`, correct count `c`, and the majority-vote hit, for one checker."""
-    if checker not in CHECKERS:
-        raise ValueError(f"Unknown checker {checker!r}. Choose one of: {', '.join(CHECKERS)}.")
+    """One row per problem: samples `n`, correct count `c`, and the majority-vote hit, for one checker.
+
+    The judge gives verdicts, not answers, so its majority-vote hit is NaN.
+    """
+    if checker not in EVAL_CHECKERS:
+        raise ValueError(f"Unknown checker {checker!r}. Choose one of: {', '.join(EVAL_CHECKERS)}.")
+    if f"{checker}_correct" not in graded:
+        raise ValueError(
+            f"No {checker}_correct column: these samples were not graded by the {checker} checker."
+        )
     grouped = graded.groupby("problem_id", sort=True)
     table = grouped.agg(
         n=(f"{checker}_correct", "size"), c=(f"{checker}_correct", "sum"), gold=("gold", "first")
     )
+    if f"pred_{checker}" not in graded:
+        table["vote_correct"] = np.nan
+        return table
     votes = grouped[f"pred_{checker}"].agg(lambda s: majority_answer(list(s)))
     table["vote_correct"] = [is_correct(v, g) for v, g in zip(votes, table["gold"], strict=True)]
     return table
+
+
+def per_problem_scores(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
+    """Per problem, for one checker: pass@1, pass@n and maj@n (their means are the summary's numbers)."""
+    table = per_problem(graded, checker)
+    sizes = table["n"].unique()
+    if len(sizes) != 1:
+        raise ValueError(f"Problems have different sample counts {sorted(sizes)}; sample k for each.")
+    n, c = int(sizes[0]), table["c"].to_numpy()
+    return pd.DataFrame(
+        {
+            "pass@1": pass_at_k(n, c, 1),
+            f"pass@{n}": pass_at_k(n, c, n),
+            f"maj@{n}": (c * 2 > n).astype(float),
+        },
+        index=table.index,
+    )
 
 
 REQUIRED_COLUMNS = (
@@ -131,25 +160,18 @@ REQUIRED_COLUMNS = (
 
 def _summary_row(graded: pd.DataFrame, checker: str, n_boot: int) -> dict[str, float | int | str]:
     table = per_problem(graded, checker)
-    sizes = table["n"].unique()
-    if len(sizes) != 1:
-        raise ValueError(f"summarize: problems have different sample counts {sorted(sizes)}; sample k each.")
-    n = int(sizes[0])
+    scores = per_problem_scores(graded, checker)
+    n = int(table["n"].iloc[0])
     row: dict[str, float | int | str] = {"n_problems": len(table), "n_samples": int(table["n"].sum())}
     for k in range(1, n + 1):
         row[f"pass@{k}"] = float(pass_at_k(n, table["c"].to_numpy(), k).mean())
-    per_metric = {
-        "pass@1": pass_at_k(n, table["c"].to_numpy(), 1),
-        f"pass@{n}": pass_at_k(n, table["c"].to_numpy(), n),
-        f"maj@{n}": (table["c"].to_numpy() * 2 > n).astype(float),
-    }
-    row[f"maj@{n}"] = float(per_metric[f"maj@{n}"].mean())
+    row[f"maj@{n}"] = float(scores[f"maj@{n}"].mean())
     row["majority_vote"] = float(table["vote_correct"].mean())
     row["format_rate"] = float(graded["has_format"].mean())
     if "n_tokens" in graded:
         row["mean_tokens"] = float(graded["n_tokens"].mean())
-    for name, values in per_metric.items():
-        row[f"{name}_lo"], row[f"{name}_hi"] = bootstrap_ci(values, n_boot)
+    for name in scores.columns:
+        row[f"{name}_lo"], row[f"{name}_hi"] = bootstrap_ci(scores[name].to_numpy(), n_boot)
     return row
 
 
@@ -157,7 +179,8 @@ def summarize(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """One row per (variant, checker) from one row per graded sample.
 
     Columns: n_problems, n_samples, pass@1..pass@n, maj@n, majority_vote, format_rate, mean_tokens (when
-    `n_tokens` is given) and 95 % bootstrap bounds `<metric>_lo`/`_hi` for pass@1, pass@n and maj@n.
+    `n_tokens` is given) and 95 % bootstrap bounds `<metric>_lo`/`_hi` for pass@1, pass@n and maj@n. Checkers:
+    strict and lenient, and judge when a `judge_correct` column is present.
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in graded.columns]
     if missing:
@@ -167,7 +190,8 @@ def summarize(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     if graded.empty:
         raise ValueError("summarize: no graded samples given.")
     rows = []
+    checkers = [c for c in EVAL_CHECKERS if f"{c}_correct" in graded.columns]
     for variant, part in graded.groupby("variant", sort=False):
-        for checker in CHECKERS:
+        for checker in checkers:
             rows.append({"variant": variant, "checker": checker, **_summary_row(part, checker, n_boot)})
     return pd.DataFrame(rows)

@@ -147,6 +147,7 @@ def load_model(
     dtype: torch.dtype | None = None,
     max_lora_rank: int = 64,
     gpu_memory_utilization: float = 0.6,
+    fast_inference: bool = True,
 ) -> tuple[Any, Any]:
     """(model, tokenizer) for a hub id, a local checkpoint or the alias `smollm2-135m`.
 
@@ -155,6 +156,7 @@ def load_model(
         trainable: keep the adapter trainable (continued training); otherwise it is merged for fast sampling
             on CPU, and served through a vLLM LoRARequest on GPU.
         max_lora_rank, gpu_memory_utilization: vLLM settings of the Unsloth backend.
+        fast_inference: start Unsloth's vLLM engine (sampling, GRPO); SFT and ORPO training do without it.
     """
     canonical, path = resolve_name(name_or_path)
     manifest = read_manifest(adapter) if adapter is not None else None
@@ -167,7 +169,14 @@ def load_model(
     log.info("Loading %s with backend %s (%s)", canonical, chosen, reason)
     if chosen == "unsloth":
         model, tokenizer = _load_unsloth(
-            path, adapter, max_seq_length, load_in_4bit, dtype, max_lora_rank, gpu_memory_utilization
+            path,
+            adapter,
+            max_seq_length,
+            load_in_4bit,
+            dtype,
+            max_lora_rank,
+            gpu_memory_utilization,
+            fast_inference,
         )
     else:
         model, tokenizer = _load_transformers(path, adapter, trainable, dtype)
@@ -204,6 +213,7 @@ def _load_unsloth(
     dtype: torch.dtype | None,
     max_lora_rank: int,
     gpu_memory_utilization: float,
+    fast_inference: bool,
 ) -> tuple[Any, Any]:
     from unsloth import FastLanguageModel  # first import on the GPU path: it patches TRL and transformers
 
@@ -214,7 +224,7 @@ def _load_unsloth(
         max_seq_length=max_seq_length,
         dtype=dtype,
         load_in_4bit=load_in_4bit,
-        fast_inference=True,
+        fast_inference=fast_inference,
         max_lora_rank=max_lora_rank,
         gpu_memory_utilization=gpu_memory_utilization,
     )

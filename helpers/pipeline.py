@@ -114,6 +114,7 @@ def _is_done(run_dir: Path, step: Step, timings: dict[str, Any], cfg_hash: str) 
 
 def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any]) -> Path:
     import papermill
+    from nbclient.exceptions import DeadKernelError
     from papermill.exceptions import PapermillExecutionError
 
     executed = run_dir / "executed" / f"{step.name}.ipynb"
@@ -130,6 +131,11 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
         raise StepFailed(
             f"Step {step.name} failed: {err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}\n"
             f"Open the executed notebook for the full traceback: {executed}"
+        ) from None
+    except DeadKernelError:
+        raise StepFailed(
+            f"Step {step.name} failed: its kernel died (killed, or out of memory). Rerun the pipeline: finished "
+            f"steps are skipped and sampling resumes. Partial output: {executed}"
         ) from None
     return executed
 

@@ -1,11 +1,13 @@
 """Figures for the notebooks: each function takes data frames and returns a matplotlib `Figure`.
 
 Figures are built without pyplot, so nothing is drawn twice inline; the notebook shows the returned figure
-and `save` writes it as PNG under `figures/`. The numbers come from `metrics` and `filtering`.
+(an `InlineFigure`, which renders itself as PNG in Jupyter and papermill without any backend set-up) and
+`save` writes it as PNG under `figures/`. The numbers come from `metrics` and `filtering`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -14,6 +16,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from helpers import metrics
+
+
+class InlineFigure(Figure):
+    """A matplotlib figure that Jupyter displays as a PNG (no pyplot, no `%matplotlib inline` needed)."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+        return buffer.getvalue()
+
 
 FINISH_COLORS = {"answer": "tab:green", "stop": "tab:blue", "length": "tab:red"}
 CHECKER_COLORS = {"strict": "tab:purple", "lenient": "tab:orange"}
@@ -31,7 +43,7 @@ def completion_lengths(samples: pd.DataFrame, title: str = "Completion lengths")
     """Histogram of generated tokens per completion, stacked by why each completion ended."""
     if samples.empty:
         raise ValueError("completion_lengths: no samples to plot.")
-    fig = Figure(figsize=(7, 3.5))
+    fig = InlineFigure(figsize=(7, 3.5))
     ax = fig.subplots()
     reasons = [r for r in FINISH_COLORS if r in set(samples["finish_reason"])]
     bins = np.linspace(0, max(int(samples["n_tokens"].max()), 1), 25)
@@ -49,7 +61,7 @@ def completion_lengths(samples: pd.DataFrame, title: str = "Completion lengths")
 
 def solve_rates(graded: pd.DataFrame, title: str = "Per-problem solve rate") -> Figure:
     """How many of its k samples each problem got right, under both checkers side by side."""
-    fig = Figure(figsize=(7, 3.5))
+    fig = InlineFigure(figsize=(7, 3.5))
     ax = fig.subplots()
     k = int(graded.groupby("problem_id").size().max())
     width = 0.4
@@ -64,7 +76,7 @@ def solve_rates(graded: pd.DataFrame, title: str = "Per-problem solve rate") -> 
 def checker_counts(stats: pd.DataFrame, title: str = "Strict vs lenient") -> Figure:
     """Grouped bars of a `filtering.filter_stats` table: what each checker counts as correct."""
     columns = ["correct_samples", "problems_with_a_correct", "with_####_line"]
-    fig = Figure(figsize=(7, 3.5))
+    fig = InlineFigure(figsize=(7, 3.5))
     ax = fig.subplots()
     x = np.arange(len(columns))
     for i, checker in enumerate(stats.index):
@@ -82,7 +94,7 @@ def training_curves(history: pd.DataFrame, metrics: tuple[str, ...] | list[str],
     present = [m for m in metrics if m in history and history[m].notna().any()]
     if not present:
         raise ValueError(f"training_curves({title!r}): none of {list(metrics)} was logged.")
-    fig = Figure(figsize=(3.2 * len(present), 3))
+    fig = InlineFigure(figsize=(3.2 * len(present), 3))
     for ax, metric in zip(fig.subplots(1, len(present), squeeze=False)[0], present, strict=True):
         logged = history.dropna(subset=[metric])
         ax.plot(logged["step"], logged[metric], marker="o", markersize=3)
@@ -94,7 +106,7 @@ def training_curves(history: pd.DataFrame, metrics: tuple[str, ...] | list[str],
 
 def solve_rate_rounds(rounds: dict[str, pd.DataFrame], checker: str, title: str) -> Figure:
     """Per-problem correct counts of several graded sample sets side by side (e.g. round 1 vs round 2)."""
-    fig = Figure(figsize=(7, 3.5))
+    fig = InlineFigure(figsize=(7, 3.5))
     ax = fig.subplots()
     k = max(int(g.groupby("problem_id").size().max()) for g in rounds.values())
     width = 0.8 / len(rounds)
@@ -107,4 +119,94 @@ def solve_rate_rounds(rounds: dict[str, pd.DataFrame], checker: str, title: str)
         xlabel=f"{checker}-correct samples out of {k}", ylabel="problems", title=title, xticks=range(k + 1)
     )
     ax.legend()
+    return fig
+
+
+def pass_at_k_curves(results: pd.DataFrame, title: str = "pass@k on the test set") -> Figure:
+    """pass@k for k = 1..n, one line per variant, one panel per checker (a `metrics.summarize` table)."""
+    checkers = list(dict.fromkeys(results["checker"]))
+    ks = sorted(int(c.split("@")[1]) for c in results.columns if c.startswith("pass@") and c[5:].isdigit())
+    fig = InlineFigure(figsize=(4.5 * len(checkers), 3.5))
+    axes = fig.subplots(1, len(checkers), sharey=True, squeeze=False)[0]
+    for ax, checker in zip(axes, checkers, strict=True):
+        for _, row in results[results["checker"] == checker].iterrows():
+            ax.plot(ks, [row[f"pass@{k}"] for k in ks], marker="o", label=row["variant"])
+        ax.set(xlabel="k", xticks=ks, title=f"{checker} checker")
+    axes[0].set_ylabel("pass@k")
+    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def metric_bars(
+    results: pd.DataFrame, k: int, title: str = "pass@1, pass@k and maj@k with 95 % intervals"
+) -> Figure:
+    """One panel per metric: a bar per variant and checker, with its bootstrap interval."""
+    names = ["pass@1", f"pass@{k}", f"maj@{k}"]
+    variants = list(dict.fromkeys(results["variant"]))
+    checkers = list(dict.fromkeys(results["checker"]))
+    fig = InlineFigure(figsize=(4.5 * len(names), 3.8))
+    width = 0.8 / len(checkers)
+    x = np.arange(len(variants))
+    for ax, metric in zip(fig.subplots(1, len(names), sharey=True), names, strict=True):
+        for i, checker in enumerate(checkers):
+            part = results[results["checker"] == checker].set_index("variant").loc[variants]
+            errors = [part[metric] - part[f"{metric}_lo"], part[f"{metric}_hi"] - part[metric]]
+            ax.bar(
+                x + (i - (len(checkers) - 1) / 2) * width,
+                part[metric],
+                width,
+                yerr=errors,
+                capsize=2,
+                color=CHECKER_COLORS.get(checker),
+                label=checker,
+            )
+        ax.set(xticks=x, title=metric)
+        ax.set_xticklabels(variants, rotation=45, ha="right", fontsize=8)
+    fig.axes[0].legend(title="checker", fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+BREAKDOWN_COLORS = ("tab:green", "tab:olive", "tab:orange", "tab:gray")
+
+
+def format_breakdown(breakdown: pd.DataFrame, title: str = "Right vs formatted, per variant") -> Figure:
+    """Stacked bars of each variant's samples: right/wrong (lenient) x formatted/unformatted (`####` line)."""
+    fig = InlineFigure(figsize=(7, 0.5 * len(breakdown) + 1.5))
+    ax = fig.subplots()
+    left = np.zeros(len(breakdown))
+    for column, color in zip(breakdown.columns, BREAKDOWN_COLORS, strict=True):
+        ax.barh(breakdown.index, breakdown[column], left=left, color=color, label=column)
+        left += breakdown[column].to_numpy()
+    ax.invert_yaxis()
+    ax.set(xlabel="share of samples", xlim=(0, 1), title=title)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=4)
+    return fig
+
+
+def cost_vs_gain(
+    cost: pd.DataFrame, paired: pd.DataFrame, metric: str, title: str = "Cost vs gain"
+) -> Figure:
+    """Each variant's total tokens (sampled + trained, lineage included) against its `metric` change vs the base,
+    one panel per checker."""
+    checkers = list(dict.fromkeys(paired["checker"]))
+    fig = InlineFigure(figsize=(5 * len(checkers), 4))
+    axes = fig.subplots(1, len(checkers), sharey=True, squeeze=False)[0]
+    for ax, checker in zip(axes, checkers, strict=True):
+        part = paired[(paired["checker"] == checker) & (paired["metric"] == metric)].set_index("variant")
+        part = part.loc[[v for v in part.index if v in cost.index]]
+        tokens = cost.loc[part.index, "total_tokens"].astype(float)
+        errors = [part["diff"] - part["lo"], part["hi"] - part["diff"]]
+        ax.errorbar(tokens, part["diff"], yerr=errors, fmt="o", capsize=3, color=CHECKER_COLORS.get(checker))
+        for i, (name, x, y) in enumerate(zip(part.index, tokens, part["diff"], strict=True)):
+            # staggered labels: variants of one lineage often cost the same tokens
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 + 9 * (i % 3)), fontsize=7)
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set(xscale="log", xlabel="tokens sampled + trained (log)", title=f"{checker} checker")
+    axes[0].set_ylabel(f"{metric} minus base (95 % interval)")
+    fig.suptitle(title)
+    fig.tight_layout()
     return fig

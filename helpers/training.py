@@ -354,10 +354,18 @@ def _env(key: str, value: str) -> Iterator[None]:
             os.environ[key] = old
 
 
-def _load(run: Run, parent: str | None) -> tuple[Any, Any]:
-    """The base with fresh LoRA adapters, or `parent`'s adapter loaded trainable to continue from."""
+def _load(run: Run, parent: str | None, kind: str) -> tuple[Any, Any]:
+    """The base with fresh LoRA adapters, or `parent`'s adapter loaded trainable to continue from.
+
+    Only GRPO generates while it trains, so only GRPO starts Unsloth's vLLM engine on a GPU.
+    """
     c = run.cfg
-    kwargs = {"max_seq_length": c.max_seq_length, "load_in_4bit": c.load_in_4bit, "max_lora_rank": c.lora_r}
+    kwargs = {
+        "max_seq_length": c.max_seq_length,
+        "load_in_4bit": c.load_in_4bit,
+        "max_lora_rank": c.lora_r,
+        "fast_inference": kind == "grpo",
+    }
     if parent is not None:
         adapter = run.require(f"models/{parent}/{models.MANIFEST}", NOTEBOOK_OF.get(parent, parent)).parent
         return models.load_model(c.model, adapter=adapter, trainable=True, **kwargs)
@@ -393,7 +401,7 @@ def _train(
     done = _finished(run, name, kind)
     if done is not None:
         return done
-    model, tokenizer = _load(run, parent)
+    model, tokenizer = _load(run, parent, kind)
     tensorboard = run.root / "tb" / name
     tensorboard.mkdir(parents=True, exist_ok=True)
     with _env("TENSORBOARD_LOGGING_DIR", str(tensorboard)):

@@ -54,6 +54,7 @@ def test_every_existing_step_ran_and_left_its_executed_notebook(smoke) -> None:
     for step in existing:
         assert (run_dir / "executed" / f"{step.name}.ipynb").exists()
         assert all((run_dir / o).exists() for o in step.outputs)
+        assert "image/png" in (run_dir / "executed" / f"{step.name}.ipynb").read_text()  # plots shown inline
         assert f"{step.name}: " in done.stdout
     executed = (run_dir / "executed" / "01_sampling.ipynb").read_text()
     assert "generated arithmetic toy set" in executed  # every notebook shows which data set it uses
@@ -151,6 +152,51 @@ def test_manifest_lineage_and_compute_accounting(smoke, name: str) -> None:
     assert (run_dir / "figures" / f"train_{name}.png").stat().st_size > 0
     assert list((run_dir / "tb" / name).glob("events.out.tfevents.*"))
     assert not (run_dir / "checkpoints" / name).exists()
+
+
+EVAL_FIELDS = {"problem_id", "sample_idx", "completion", "pred_strict", "pred_lenient", "has_format", "strict_correct",
+               "lenient_correct", "n_tokens"}  # fmt: skip
+
+
+def test_results_match_the_per_sample_files(smoke) -> None:
+    run_dir, _ = smoke
+    cfg = runs.open_run(run_dir, "smoke").cfg
+    k = cfg.k
+    results = pd.read_csv(run_dir / "eval" / "results.csv").set_index(["variant", "checker"])
+    names = ["base", *training.VARIANTS]
+    assert sorted(results.index) == sorted((v, c) for v in names for c in ("strict", "lenient"))
+    for name in names:
+        rows = files.read_jsonl(run_dir / "eval" / f"samples_{name}.jsonl")
+        assert len(rows) == cfg.n_test * k and set(rows[0]) >= EVAL_FIELDS
+        samples = pd.DataFrame(rows)
+        for checker in ("strict", "lenient"):
+            correct = samples.groupby("problem_id")[f"{checker}_correct"].sum()
+            row = results.loc[(name, checker)]
+            assert row["n_problems"] == cfg.n_test
+            assert row["pass@1"] == pytest.approx((correct / k).mean())
+            assert row[f"pass@{k}"] == pytest.approx((correct > 0).mean())
+            assert row[f"maj@{k}"] == pytest.approx((correct * 2 > k).mean())
+
+
+def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
+    run_dir, _ = smoke
+    paired = pd.read_csv(run_dir / "eval" / "paired.csv")
+    assert len(paired) == len(training.VARIANTS) * 2 * 3 and set(paired["variant"]) == set(training.VARIANTS)
+    assert (paired["lo"] <= paired["diff"]).all() and (paired["diff"] <= paired["hi"]).all()
+    for figure in ("07_pass_at_k", "07_metrics", "07_format_breakdown", "07_cost_vs_gain"):
+        assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 0
+    report = (run_dir / "REPORT.md").read_text()
+    for name in ("base", *training.VARIANTS):
+        assert f"| {name} |" in report
+    for claim in (
+        "1. No method raises",
+        "2. SFT and ORPO raise",
+        "3. GRPO's gain",
+        "4. Second-round samples",
+    ):
+        assert claim in report
+    assert "figures/07_metrics.png" in report
+    assert "LLM judge skipped" in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
 
 
 def test_a_rerun_skips_finished_steps(smoke) -> None:

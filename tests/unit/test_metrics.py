@@ -148,6 +148,27 @@ def test_summarize_names_missing_columns_and_uneven_samples() -> None:
         metrics.summarize(uneven)
 
 
-def test_per_problem_rejects_unknown_checker() -> None:
-    with pytest.raises(ValueError, match="Unknown checker 'judge'"):
+def test_per_problem_rejects_unknown_and_absent_checkers() -> None:
+    with pytest.raises(ValueError, match="Unknown checker 'exact'"):
+        metrics.per_problem(_graded("x", [[("1", "1")]], ["1"]), "exact")
+    with pytest.raises(ValueError, match="No judge_correct column"):
         metrics.per_problem(_graded("x", [[("1", "1")]], ["1"]), "judge")
+
+
+def test_judge_verdicts_become_a_third_checker_without_a_vote() -> None:
+    graded = _graded("x", [[("1", "1"), ("2", "2")], [("3", "3"), ("3", "3")]], ["1", "3"])
+    graded["judge_correct"] = [True, True, False, True]
+    table = metrics.summarize(graded, n_boot=20).set_index("checker")
+    assert list(table.index) == ["strict", "lenient", "judge"]
+    assert table.loc["judge", "pass@1"] == 0.75 and table.loc["judge", "maj@2"] == 0.5
+    assert table.loc["judge", "pass@2"] == 1.0 and pd.isna(table.loc["judge", "majority_vote"])
+
+
+def test_per_problem_scores_average_to_the_summary() -> None:
+    graded = _graded("x", [[("1", "1"), ("2", "2"), ("1", "1")], [("3", "3")] * 3], ["1", "4"])
+    scores = metrics.per_problem_scores(graded, "lenient")
+    assert list(scores.columns) == ["pass@1", "pass@3", "maj@3"]
+    assert scores["pass@1"].tolist() == pytest.approx([2 / 3, 0.0])
+    assert scores["maj@3"].tolist() == [1.0, 0.0]
+    row = metrics.summarize(graded, n_boot=20).set_index("checker").loc["lenient"]
+    assert row["pass@1"] == pytest.approx(scores["pass@1"].mean()) and row["maj@3"] == scores["maj@3"].mean()

@@ -110,3 +110,17 @@ def test_open_run_picks_up_the_run_config_and_names_missing_steps(tmp_path: Path
         run.require("samples/base_train.jsonl", "01_sampling")
     assert "generated arithmetic toy set" in run.describe()
     assert len(run.problems("train")) == 3
+
+
+def test_a_dead_kernel_is_reported_as_a_failed_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import papermill
+    from nbclient.exceptions import DeadKernelError
+
+    def die(*args, **kwargs):
+        raise DeadKernelError("Kernel died")
+
+    monkeypatch.setattr(papermill, "execute_notebook", die)
+    with pytest.raises(
+        pipeline.StepFailed, match="01_sampling failed: its kernel died .* Rerun the pipeline"
+    ):
+        pipeline._execute(pipeline.STEPS[0], tmp_path, "smoke", {})
