@@ -42,11 +42,24 @@ def variants(run: Run) -> tuple[list[str], list[str]]:
     return [BASE, *trained], [v for v in training.VARIANTS if v not in trained]
 
 
-def evaluate(run: Run, variant: str) -> pd.DataFrame:
+def evaluate_all(run: Run, names: list[str]) -> pd.DataFrame:
+    """`evaluate` for every variant. On a GPU one Unsloth base (one vLLM engine) serves them all, each adapter
+    as a LoRA request: an engine per variant would not fit beside the others. On the CPU each variant is
+    loaded with its adapter merged."""
+    shared = None
+    if models.resolve_backend()[0] == "unsloth":
+        c = run.cfg
+        shared = models.load_model(
+            c.model, max_seq_length=c.max_seq_length, load_in_4bit=c.load_in_4bit, max_lora_rank=c.lora_r
+        )
+    return pd.concat([evaluate(run, name, shared) for name in names], ignore_index=True)
+
+
+def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame:
     """k samples per test problem from `variant` (resumable), graded; written to `eval/samples_<variant>.jsonl`."""
     adapter = None if variant == BASE else str(run.root / "models" / variant)
     raw = f"samples/test_{variant}.jsonl"
-    run.sample(run.problems("test"), raw, adapter=adapter)
+    run.sample(run.problems("test"), raw, adapter=adapter, model=model)
     graded = run.graded_samples(raw, split="test", step="07_evaluation")
     if judge.configured():
         graded["judge_correct"] = judge.judge_samples(
@@ -204,6 +217,7 @@ def claims(
 
 
 def _grpo_claim(graded: pd.DataFrame) -> Claim:
+    """Needs a strict gain first (interval above 0), then asks whether the lenient gain is smaller."""
     claim = "3. GRPO's gain under the strict checker shrinks under the lenient one (pass@1)"
     if "GRPO" not in set(graded["variant"]):
         return Claim(claim, "not tested (GRPO not trained)", "-")
@@ -212,11 +226,18 @@ def _grpo_claim(graded: pd.DataFrame) -> Claim:
         grpo = metrics.per_problem_scores(graded[graded["variant"] == "GRPO"], checker)["pass@1"]
         base = metrics.per_problem_scores(graded[graded["variant"] == BASE], checker)["pass@1"]
         gain[checker] = (grpo - base.loc[grpo.index]).to_numpy()
+    strict, strict_lo, strict_hi = metrics.paired_bootstrap_diff(
+        gain["strict"], np.zeros_like(gain["strict"])
+    )
     diff, low, high = metrics.paired_bootstrap_diff(gain["strict"], gain["lenient"])
     evidence = (
-        f"gain strict {gain['strict'].mean():+.3f}, lenient {gain['lenient'].mean():+.3f}; "
+        f"gain strict {strict:+.3f} [{strict_lo:+.3f}, {strict_hi:+.3f}], lenient {gain['lenient'].mean():+.3f}; "
         f"strict gain minus lenient gain {diff:+.3f} [{low:+.3f}, {high:+.3f}]"
     )
+    if strict_hi <= 0:
+        return Claim(claim, "does not hold (no gain under the strict checker)", evidence)
+    if strict_lo <= 0:
+        return Claim(claim, "inconclusive (the strict gain's interval includes 0)", evidence)
     return Claim(claim, _sign_verdict(low, high), evidence)
 
 

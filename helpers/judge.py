@@ -7,8 +7,11 @@ JSONL file, so an interrupted judging run resumes and a rerun costs nothing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,7 +35,8 @@ def configured() -> bool:
 def status() -> str:
     """One line for the notebook: which endpoint judges, or why the judge is skipped."""
     if configured():
-        return f"LLM judge: {os.environ[ENV_MODEL]} at {os.environ[ENV_URL]} (key from ${ENV_KEY})"
+        host = urllib.parse.urlsplit(os.environ[ENV_URL]).hostname  # never the path, query or credentials
+        return f"LLM judge: {os.environ[ENV_MODEL]} at {host} (key from ${ENV_KEY})"
     return (
         f"LLM judge skipped: set {ENV_URL} and {ENV_MODEL} (and {ENV_KEY}) in the environment to enable it."
     )
@@ -58,31 +62,58 @@ def ask(question: str, completion: str, gold: str, timeout: float = 60.0) -> boo
             "Authorization": f"Bearer {os.environ.get(ENV_KEY, '')}",
         },
     )
-    with urllib.request.urlopen(request, timeout=timeout) as response:
-        reply = json.loads(response.read())["choices"][0]["message"]["content"]
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            reply = json.loads(response.read())["choices"][0]["message"]["content"]
+    except (urllib.error.URLError, TimeoutError, KeyError, IndexError, json.JSONDecodeError) as err:
+        raise RuntimeError(
+            f"The LLM judge did not answer ({type(err).__name__}: {err}). Check {ENV_URL} (an OpenAI-compatible "
+            f"base URL ending in /v1), {ENV_MODEL} and {ENV_KEY}, or unset them to skip the judge; verdicts already "
+            "cached are kept."
+        ) from err
     return reply.strip().upper().startswith("YES")
+
+
+def _key(problem_id: str, sample_idx: int, completion: str) -> tuple[str, int, str, str]:
+    """A verdict belongs to one judge model and one completion text, not only to a sample's position."""
+    digest = hashlib.sha256(completion.encode()).hexdigest()[:16]
+    return problem_id, int(sample_idx), digest, os.environ.get(ENV_MODEL, "")
+
+
+def _read_cache(cache: Path) -> dict[tuple[str, int, str, str], bool]:
+    """Cached verdicts; a partial last line (a run killed mid-write) is dropped."""
+    seen = {}
+    lines = cache.read_text(encoding="utf-8").split("\n") if cache.exists() else []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # only the unfinished last write can be cut short: it is asked again
+        seen[(row["problem_id"], row["sample_idx"], row["completion_sha"], row["model"])] = row[
+            "judge_correct"
+        ]
+    return seen
 
 
 def judge_samples(graded: pd.DataFrame, questions: Mapping[str, str], cache: str | os.PathLike) -> pd.Series:
     """`judge_correct` for every graded sample, asking only for samples not already in the `cache` JSONL."""
     cache = Path(cache)
-    seen = {}
-    if cache.exists():
-        for line in cache.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                seen[(row["problem_id"], row["sample_idx"])] = row["judge_correct"]
-    keys = list(zip(graded["problem_id"], graded["sample_idx"].astype(int), strict=True))
+    seen = _read_cache(cache)
+    rows = list(
+        zip(graded["problem_id"], graded["sample_idx"], graded["completion"], graded["gold"], strict=True)
+    )
+    keys = [_key(pid, idx, text) for pid, idx, text, _ in rows]
     todo = [i for i, key in enumerate(keys) if key not in seen]
     cache.parent.mkdir(parents=True, exist_ok=True)
+    if cache.exists() and not cache.read_bytes().endswith(b"\n") and cache.stat().st_size:
+        with open(cache, "a", encoding="utf-8") as out:
+            out.write("\n")  # end a partial last line so the next verdict starts a fresh one
     with open(cache, "a", encoding="utf-8") as out:
         for i in tqdm(todo, desc="judge", disable=not todo):
-            row = graded.iloc[i]
-            verdict = ask(questions[row["problem_id"]], row["completion"], str(row["gold"]))
+            pid, idx, text, gold = rows[i]
+            verdict = ask(questions[pid], text, str(gold))
             seen[keys[i]] = verdict
-            out.write(
-                json.dumps({"problem_id": keys[i][0], "sample_idx": keys[i][1], "judge_correct": verdict})
-                + "\n"
-            )
+            record = dict(zip(("problem_id", "sample_idx", "completion_sha", "model"), keys[i], strict=True))
+            out.write(json.dumps({**record, "judge_correct": verdict}) + "\n")
             out.flush()
     return pd.Series([seen[key] for key in keys], index=graded.index, name="judge_correct")

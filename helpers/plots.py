@@ -90,12 +90,19 @@ def checker_counts(stats: pd.DataFrame, title: str = "Strict vs lenient") -> Fig
 
 
 def training_curves(history: pd.DataFrame, metrics: tuple[str, ...] | list[str], title: str) -> Figure:
-    """One panel per logged metric against the optimizer step (a trainer's `log_history` as a frame)."""
+    """One panel per logged metric against the optimizer step (a trainer's `log_history` as a frame).
+
+    A run too short to log any of them gets one empty panel that says so, not an error.
+    """
     present = [m for m in metrics if m in history and history[m].notna().any()]
+    fig = InlineFigure(figsize=(3.2 * max(len(present), 1), 3))
     if not present:
-        raise ValueError(f"training_curves({title!r}): none of {list(metrics)} was logged.")
-    fig = InlineFigure(figsize=(3.2 * len(present), 3))
-    for ax, metric in zip(fig.subplots(1, len(present), squeeze=False)[0], present, strict=True):
+        ax = fig.subplots()
+        ax.text(0.5, 0.5, f"none of {list(metrics)} was logged", ha="center", va="center", wrap=True)
+        ax.set_axis_off()
+    for ax, metric in zip(
+        fig.subplots(1, len(present), squeeze=False)[0] if present else [], present, strict=True
+    ):
         logged = history.dropna(subset=[metric])
         ax.plot(logged["step"], logged[metric], marker="o", markersize=3)
         ax.set(xlabel="optimizer step", title=metric)

@@ -58,11 +58,21 @@ class Run:
         problems = self.problems(split)
         return dict(zip(problems["id"], problems["question"], strict=True))
 
-    def sample(self, problems: datasets.Dataset, relative: str, adapter: str | None = None) -> pd.DataFrame:
-        """k samples per problem with the run's settings into `relative` (resumable), graded."""
+    def sample(
+        self,
+        problems: datasets.Dataset,
+        relative: str,
+        adapter: str | None = None,
+        model: tuple[Any, Any] | None = None,
+    ) -> pd.DataFrame:
+        """k samples per problem with the run's settings into `relative` (resumable), graded.
+
+        `model`: a loaded base to reuse (an Unsloth base serves `adapter` through vLLM); by default the run's
+        model is loaded for this call.
+        """
         c = self.cfg
         return sampling.sample(
-            c.model,
+            model or c.model,
             problems,
             k=c.k,
             temperature=c.temperature,

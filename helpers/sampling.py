@@ -110,7 +110,13 @@ def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str)
             raise ValueError(
                 "sample() needs a model loaded by helpers.models.load_model (it names the base model)."
             )
-        name, chosen, adapter = model.gsm8k_base, model.gsm8k_backend, model.gsm8k_adapter
+        if adapter is not None and (model.gsm8k_backend != "unsloth" or model.gsm8k_adapter):
+            raise ValueError(
+                "adapter= with a loaded model needs an Unsloth base without an adapter (vLLM serves the adapter as "
+                "a LoRA request); on the CPU pass the model name and the adapter instead."
+            )
+        name, chosen = model.gsm8k_base, model.gsm8k_backend
+        adapter = adapter if adapter is not None else model.gsm8k_adapter
     return {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
 
 
@@ -150,7 +156,8 @@ def sample(
         model_ref: a model name for `models.load_model` (alias, hub id or checkpoint dir), or a loaded
             `(model, tokenizer)` pair.
         problems: a `datasets.Dataset` with `id`, `question` and `gold` (see `data.load_gsm8k`).
-        adapter: a saved variant to sample from, when `model_ref` is a name.
+        adapter: a saved variant to sample from. With a loaded Unsloth base as `model_ref`, vLLM serves it as a
+            LoRA request, so one engine samples every variant.
         load_kwargs: passed to `models.load_model` (e.g. `load_in_4bit`, `max_seq_length`).
     """
     _validate(problems, k, temperature, top_p, max_new_tokens)
@@ -175,7 +182,8 @@ def sample(
         prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
         engine = _vllm_completions if settings["backend"] == "unsloth" else _cpu_completions
         draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
-        stream = engine(model, tokenizer, prompts, todo, draw)
+        lora = adapter if adapter is not None else getattr(model, "gsm8k_adapter", None)
+        stream = engine(model, tokenizer, prompts, todo, draw, lora)
         _write(stream, out_path, settings, total=sum(map(len, todo.values())))
     else:
         log.info("%s already holds %d samples for every problem: nothing to sample", out_path, k)
@@ -231,8 +239,9 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
 
 
 def _cpu_completions(
-    model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw
+    model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw, adapter: Any
 ) -> Iterator[dict[str, Any]]:
+    """The CPU decode loop; `adapter` is already merged into `model` by `models.load_model`."""
     model.eval()
     pids = sorted(todo, key=lambda pid: len(prompts[pid]))  # similar lengths together: less padding
     requests = [
@@ -260,11 +269,11 @@ def _cpu_completions(
 
 
 def _vllm_completions(
-    model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw
+    model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw, adapter: Any
 ) -> Iterator[dict[str, Any]]:
     from vllm import SamplingParams
 
-    lora = model.load_lora(model.gsm8k_adapter) if model.gsm8k_adapter else None
+    lora = model.load_lora(str(adapter)) if adapter else None
     requests = [(pid, idx) for pid in todo for idx in todo[pid]]
     for start in range(0, len(requests), VLLM_CHUNK):
         chunk = requests[start : start + VLLM_CHUNK]

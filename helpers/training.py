@@ -153,26 +153,59 @@ def grpo_rows(run: Run) -> list[dict[str, Any]]:
     ]
 
 
-@dataclass
-class _Meter:
-    """Counts micro-batches (one backward pass each) and the tokens in them, by wrapping `training_step`."""
+class _Meter(TrainerCallback):
+    """Counts micro-batches (one backward pass each), the tokens in them and the wall time, across resumes.
 
-    masks: tuple[str, ...]
-    backward_passes: int = 0
-    tokens: int = 0
+    Wraps the trainer's `training_step`; on each checkpoint it saves its totals beside the checkpoint, and
+    `restore` adds them back, so a resumed variant is costed in full.
+    """
+
+    FILE = "gsm8k_compute.json"
+
+    def __init__(self, masks: tuple[str, ...]) -> None:
+        self.masks, self.backward_passes, self.tokens = masks, 0, 0
+        self.seconds_before, self.started = 0.0, time.perf_counter()
 
     def wrap(self, training_step: Callable[..., Any]) -> Callable[..., Any]:
         def counted(model: Any, inputs: Any, *args: Any, **kwargs: Any) -> Any:
             self.backward_passes += 1
-            if isinstance(inputs, dict):
-                self.tokens += sum(int(inputs[m].sum()) for m in self.masks if m in inputs)
+            if isinstance(inputs, dict) and self.masks:
+                present = [m for m in self.masks if m in inputs]
+                if present:
+                    self.tokens += sum(int(inputs[m].sum()) for m in present)
+                elif "input_ids" in inputs:  # padding-free batches (Unsloth on some GPUs) carry no mask
+                    self.tokens += int(inputs["input_ids"].numel())
             return training_step(model, inputs, *args, **kwargs)
 
         return counted
 
+    def wall_s(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.started = time.perf_counter()
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            totals = {"backward_passes": self.backward_passes, "tokens": self.tokens, "wall_s": self.wall_s()}
+            (checkpoint / self.FILE).write_text(json.dumps(totals))
+
+    def restore(self, checkpoint: str | None) -> None:
+        path = Path(checkpoint) / self.FILE if checkpoint else None
+        if path is not None and path.is_file():
+            totals = json.loads(path.read_text())
+            self.backward_passes, self.tokens = totals["backward_passes"], totals["tokens"]
+            self.seconds_before = totals["wall_s"]
+
 
 class RewardPlateau(TrainerCallback):
-    """Stop training when the logged mean reward has not risen for `patience` logging windows."""
+    """Stop training when the logged mean reward has not risen for `patience` logging windows.
+
+    Its state is saved with each checkpoint and restored on resume, like `_Meter`'s.
+    """
+
+    FILE = "gsm8k_plateau.json"
 
     def __init__(self, patience: int) -> None:
         self.patience, self.best, self.stale, self.stopped_at = patience, -math.inf, 0, None
@@ -192,6 +225,17 @@ class RewardPlateau(TrainerCallback):
                 self.patience,
                 state.global_step,
             )
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            (checkpoint / self.FILE).write_text(json.dumps({"best": self.best, "stale": self.stale}))
+
+    def restore(self, checkpoint: str | None) -> None:
+        path = Path(checkpoint) / self.FILE if checkpoint else None
+        if path is not None and path.is_file():
+            saved = json.loads(path.read_text())
+            self.best, self.stale = saved["best"], saved["stale"]
 
 
 def train_sft(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
@@ -262,7 +306,6 @@ def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Train
             args=cfg,
             train_dataset=dataset,
             processing_class=tokenizer,
-            callbacks=[plateau],
         )
 
     record = {
@@ -283,7 +326,7 @@ def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Train
             "stopped_early_at_step": plateau.stopped_at,
         }
 
-    return _train(run, name, "grpo", parent, build, record, grpo_compute)
+    return _train(run, name, "grpo", parent, build, record, grpo_compute, plateau)
 
 
 def tokens_generated(history: pd.DataFrame, completions_per_step: int) -> int:
@@ -327,6 +370,7 @@ def trainer_args(run: Run, name: str) -> dict[str, Any]:
         "lr_scheduler_type": "linear",
         "weight_decay": 0.001,
         "logging_steps": c.logging_steps,
+        "logging_first_step": True,  # a run shorter than one logging window still logs a loss
         "save_strategy": "steps" if c.save_steps else "no",
         "seed": c.seed,
         "report_to": ["tensorboard"],
@@ -394,6 +438,7 @@ def _train(
     build: Callable[[Any, Any, dict[str, Any]], Any],
     data_record: dict[str, Any],
     extra_compute: Callable[[Any, pd.DataFrame], dict[str, Any]] | None = None,
+    plateau: RewardPlateau | None = None,
 ) -> Trained:
     """Load, train (resuming from a checkpoint), save the variant with its manifest, history and curves."""
     if name not in VARIANTS:
@@ -409,16 +454,18 @@ def _train(
         meter = _Meter(TOKEN_MASKS.get(kind, ()))
         trainer.training_step = meter.wrap(trainer.training_step)
         checkpoint = _last_checkpoint(run.root / "checkpoints" / name)
-        start = time.perf_counter()
+        for callback in (meter, plateau):
+            if callback is not None:
+                callback.restore(checkpoint)
+                trainer.add_callback(callback)
         trainer.train(resume_from_checkpoint=checkpoint)
-        wall = time.perf_counter() - start
     history = pd.DataFrame(trainer.state.log_history)
     compute = {
         "tokens_sampled_for_data": data_record.pop("tokens_sampled"),
         "tokens_trained": meter.tokens,
         "optimizer_steps": int(trainer.state.global_step),
         "backward_passes": meter.backward_passes,
-        "wall_s": round(wall, 1),
+        "wall_s": round(meter.wall_s(), 1),
         "resumed_from": checkpoint,
         **(extra_compute(trainer.state, history) if extra_compute else {}),
     }

@@ -96,6 +96,8 @@ def test_claims_fail_or_stay_inconclusive_honestly() -> None:
     noisy = graded_variant("SFT_1", [[i % 2 == 0] * 4 for i in range(n)])
     mixed = graded_variant("base", [[i % 3 == 0] * 4 for i in range(n)])
     assert claims_for(mixed, [noisy])["2"].verdict == "inconclusive (interval includes 0)"
+    worse_grpo = graded_variant("GRPO", [[False] * 4] * n)
+    assert claims_for(base, [worse_grpo])["3"].verdict == "does not hold (no gain under the strict checker)"
     gain = graded_variant("SFT_2", [[True] * 4] * n)
     assert claims_for(graded_variant("base", [[False] * 4] * n), [gain])["1"].verdict == "does not hold"
 

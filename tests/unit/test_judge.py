@@ -77,3 +77,29 @@ def test_verdicts_are_asked_once_and_cached(endpoint, tmp_path: Path) -> None:
     assert judge.judge_samples(graded, questions, cache).tolist() == [True, False, True]
     assert len(FakeJudge.requests) == 3  # all cached: nothing asked again
     assert "secret-key" not in cache.read_text()
+
+
+def test_a_new_judge_model_or_text_is_asked_again_and_a_cut_line_is_dropped(
+    endpoint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    graded = pd.DataFrame({"problem_id": ["p1"], "sample_idx": [0], "completion": ["7"], "gold": ["7"]})
+    cache = tmp_path / "judge.jsonl"
+    judge.judge_samples(graded, {"p1": "3+4?"}, cache)
+    monkeypatch.setenv(judge.ENV_MODEL, "another-judge")
+    judge.judge_samples(graded, {"p1": "3+4?"}, cache)
+    judge.judge_samples(graded.assign(completion="it is 8"), {"p1": "3+4?"}, cache)
+    assert len(FakeJudge.requests) == 3
+    with open(cache, "a") as f:
+        f.write('{"problem_id": "p1", "sample_i')  # a run killed mid-write
+    assert judge.judge_samples(graded, {"p1": "3+4?"}, cache).tolist() == [True]
+    assert len(FakeJudge.requests) == 3
+    judge.judge_samples(graded.assign(sample_idx=1), {"p1": "3+4?"}, cache)
+    assert cache.read_text().splitlines()[-1].startswith('{"problem_id": "p1", "sample_idx": 1')
+
+
+def test_status_names_only_the_host_and_failures_name_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(judge.ENV_URL, "http://user:pw@127.0.0.1:9/v1?key=abc")
+    monkeypatch.setenv(judge.ENV_MODEL, "m")
+    assert "pw" not in judge.status() and "abc" not in judge.status() and "127.0.0.1" in judge.status()
+    with pytest.raises(RuntimeError, match="did not answer .* Check JUDGE_BASE_URL"):
+        judge.ask("q", "c", "1", timeout=2)

@@ -202,3 +202,19 @@ def test_the_vllm_path_sends_token_prompts_and_per_sample_seeds(problems, tmp_pa
         sent["params"][0].max_tokens == SETTINGS["max_new_tokens"]
         and sent["lora"] == "lora:runs/models/SFT_1"
     )
+    # One loaded Unsloth base serves another variant's adapter as a LoRA request (notebook 07 on a GPU).
+    base = FakeModel()
+    base.gsm8k_adapter = None
+    frame = sampling.sample(
+        (base, FakeTokenizer()),
+        problems,
+        out_path=tmp_path / "t.jsonl",
+        adapter="runs/models/SFT_2",
+        **SETTINGS,
+    )
+    assert set(frame["model"]) == {"base/model+SFT_2"} and sent["lora"] == "lora:runs/models/SFT_2"
+
+
+def test_a_loaded_cpu_model_takes_no_other_adapter(smollm2, problems, tmp_path) -> None:
+    with pytest.raises(ValueError, match="needs an Unsloth base without an adapter"):
+        sampling.sample(smollm2, problems, out_path=tmp_path / "s.jsonl", adapter="models/SFT_1", **SETTINGS)

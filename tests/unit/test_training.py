@@ -158,12 +158,40 @@ def test_summary_shows_lineage_and_compute() -> None:
     assert table.loc["SFT_1_SFT_2", "tokens_trained"] == 100
 
 
-def test_training_curves_need_a_logged_metric() -> None:
-    with pytest.raises(ValueError, match="none of \\['reward'\\] was logged"):
-        plots.training_curves(pd.DataFrame({"step": [1], "loss": [1.0]}), ["reward"], "GRPO")
+def test_training_curves_say_when_nothing_was_logged() -> None:
+    empty = plots.training_curves(pd.DataFrame({"step": [1], "loss": [1.0]}), ["reward"], "GRPO")
+    assert "none of ['reward'] was logged" in empty.axes[0].texts[0].get_text()
     fig = plots.training_curves(
         pd.DataFrame({"step": [1, 2], "loss": [1.0, 0.5], "learning_rate": [1e-4, None]}),
         ["loss", "learning_rate"],
         "t",
     )
     assert [ax.get_title() for ax in fig.axes] == ["loss", "learning_rate"]
+
+
+def test_meter_counts_masks_or_padding_free_tokens_and_survives_a_resume(tmp_path: Path) -> None:
+    import torch
+
+    meter = training._Meter(training.TOKEN_MASKS["sft"])
+    step = meter.wrap(lambda model, inputs, *args: "loss")
+    assert (
+        step(None, {"input_ids": torch.ones(2, 5), "attention_mask": torch.tensor([[1, 1, 1, 0, 0]] * 2)})
+        == "loss"
+    )
+    step(
+        None, {"input_ids": torch.ones(1, 7), "position_ids": torch.arange(7)[None]}
+    )  # padding-free: no mask
+    assert (meter.backward_passes, meter.tokens) == (2, 6 + 7)
+    (tmp_path / "checkpoint-2").mkdir()
+    args, state = SimpleNamespace(output_dir=str(tmp_path)), SimpleNamespace(global_step=2)
+    meter.on_save(args, state, None)
+    resumed = training._Meter(training.TOKEN_MASKS["sft"])
+    resumed.restore(str(tmp_path / "checkpoint-2"))
+    assert (resumed.backward_passes, resumed.tokens) == (2, 13) and resumed.wall_s() >= meter.seconds_before
+    plateau = training.RewardPlateau(patience=3)
+    plateau.on_log(None, state, SimpleNamespace(should_training_stop=False), logs={"reward": 0.5})
+    plateau.stale = 2
+    plateau.on_save(args, state, None)
+    again = training.RewardPlateau(patience=3)
+    again.restore(str(tmp_path / "checkpoint-2"))
+    assert (again.best, again.stale) == (0.5, 2)
