@@ -234,8 +234,8 @@ def _grpo_claim(graded: pd.DataFrame) -> Claim:
         f"gain strict {strict:+.3f} [{strict_lo:+.3f}, {strict_hi:+.3f}], lenient {gain['lenient'].mean():+.3f}; "
         f"strict gain minus lenient gain {diff:+.3f} [{low:+.3f}, {high:+.3f}]"
     )
-    if strict_hi <= 0:
-        return Claim(claim, "does not hold (no gain under the strict checker)", evidence)
+    if strict_hi < 0:
+        return Claim(claim, "does not hold (GRPO is worse than the base under the strict checker)", evidence)
     if strict_lo <= 0:
         return Claim(claim, "inconclusive (the strict gain's interval includes 0)", evidence)
     return Claim(claim, _sign_verdict(low, high), evidence)

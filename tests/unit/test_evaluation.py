@@ -97,7 +97,9 @@ def test_claims_fail_or_stay_inconclusive_honestly() -> None:
     mixed = graded_variant("base", [[i % 3 == 0] * 4 for i in range(n)])
     assert claims_for(mixed, [noisy])["2"].verdict == "inconclusive (interval includes 0)"
     worse_grpo = graded_variant("GRPO", [[False] * 4] * n)
-    assert claims_for(base, [worse_grpo])["3"].verdict == "does not hold (no gain under the strict checker)"
+    assert claims_for(base, [worse_grpo])["3"].verdict.startswith("does not hold (GRPO is worse")
+    same = claims_for(base, [graded_variant("GRPO", [[True, True, True, False]] * n)])["3"]
+    assert same.verdict == "inconclusive (the strict gain's interval includes 0)"
     gain = graded_variant("SFT_2", [[True] * 4] * n)
     assert claims_for(graded_variant("base", [[False] * 4] * n), [gain])["1"].verdict == "does not hold"
 
