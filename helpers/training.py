@@ -153,7 +153,29 @@ def grpo_rows(run: Run) -> list[dict[str, Any]]:
     ]
 
 
-class _Meter(TrainerCallback):
+class _Checkpointed(TrainerCallback):
+    """A callback whose state is saved beside each checkpoint (`FILE`) and restored on resume."""
+
+    FILE = ""
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load(self, saved: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if checkpoint.is_dir():
+            (checkpoint / self.FILE).write_text(json.dumps(self.state()))
+
+    def restore(self, checkpoint: str | None) -> None:
+        path = Path(checkpoint) / self.FILE if checkpoint else None
+        if path is not None and path.is_file():
+            self.load(json.loads(path.read_text()))
+
+
+class _Meter(_Checkpointed):
     """Counts micro-batches (one backward pass each), the tokens in them and the wall time, across resumes.
 
     Wraps the trainer's `training_step`; on each checkpoint it saves its totals beside the checkpoint, and
@@ -185,21 +207,18 @@ class _Meter(TrainerCallback):
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.started = time.perf_counter()
 
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            totals = {"backward_passes": self.backward_passes, "tokens": self.tokens, "wall_s": self.wall_s()}
-            (checkpoint / self.FILE).write_text(json.dumps(totals))
+    def state(self) -> dict[str, Any]:
+        return {"backward_passes": self.backward_passes, "tokens": self.tokens, "wall_s": self.wall_s()}
 
-    def restore(self, checkpoint: str | None) -> None:
-        path = Path(checkpoint) / self.FILE if checkpoint else None
-        if path is not None and path.is_file():
-            totals = json.loads(path.read_text())
-            self.backward_passes, self.tokens = totals["backward_passes"], totals["tokens"]
-            self.seconds_before = totals["wall_s"]
+    def load(self, saved: dict[str, Any]) -> None:
+        self.backward_passes, self.tokens, self.seconds_before = (
+            saved["backward_passes"],
+            saved["tokens"],
+            saved["wall_s"],
+        )
 
 
-class RewardPlateau(TrainerCallback):
+class RewardPlateau(_Checkpointed):
     """Stop training when the logged mean reward has not risen for `patience` logging windows.
 
     Its state is saved with each checkpoint and restored on resume, like `_Meter`'s.
@@ -226,16 +245,11 @@ class RewardPlateau(TrainerCallback):
                 state.global_step,
             )
 
-    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            (checkpoint / self.FILE).write_text(json.dumps({"best": self.best, "stale": self.stale}))
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "stale": self.stale}
 
-    def restore(self, checkpoint: str | None) -> None:
-        path = Path(checkpoint) / self.FILE if checkpoint else None
-        if path is not None and path.is_file():
-            saved = json.loads(path.read_text())
-            self.best, self.stale = saved["best"], saved["stale"]
+    def load(self, saved: dict[str, Any]) -> None:
+        self.best, self.stale = saved["best"], saved["stale"]
 
 
 def train_sft(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
