@@ -59,8 +59,7 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     """k samples per test problem from `variant` (resumable), graded; written to `eval/samples_<variant>.jsonl`."""
     adapter = None if variant == BASE else str(run.root / "models" / variant)
     raw = f"samples/test_{variant}.jsonl"
-    run.sample(run.problems("test"), raw, adapter=adapter, model=model)
-    graded = run.graded_samples(raw, split="test", step="07_evaluation")
+    graded = run.sample(run.problems("test"), raw, adapter=adapter, model=model)
     if judge.configured():
         graded["judge_correct"] = judge.judge_samples(
             graded, run.questions("test"), run.path(f"eval/judge_{variant}.jsonl")

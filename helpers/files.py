@@ -6,10 +6,13 @@ Nothing here knows about runs, models or samples; `runs` and `sampling` build on
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -36,3 +39,16 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Rows of a JSON-lines file."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def repair_tail(path: str | os.PathLike) -> None:
+    """Cut a partial last line (a write killed mid-row) off an append-only JSONL file; only its writer calls this."""
+    path = Path(path)
+    raw = path.read_bytes() if path.exists() else b""
+    if raw and not raw.endswith(b"\n"):
+        cut = raw.rfind(b"\n") + 1
+        log.warning(
+            "%s ends in a partial row (%d bytes) from an interrupted run: dropping it", path, len(raw) - cut
+        )
+        with open(path, "r+b") as f:
+            f.truncate(cut)

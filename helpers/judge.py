@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
 
+from helpers.files import read_jsonl, repair_tail
+
 ENV_URL, ENV_MODEL, ENV_KEY = "JUDGE_BASE_URL", "JUDGE_MODEL", "JUDGE_API_KEY"
 PROMPT = (
     "You grade answers to grade-school maths problems.\n\nProblem:\n{question}\n\nReference answer: {gold}\n\n"
@@ -81,18 +83,11 @@ def _key(problem_id: str, sample_idx: int, completion: str) -> tuple[str, int, s
 
 
 def _read_cache(cache: Path) -> dict[tuple[str, int, str, str], bool]:
-    """Cached verdicts; a partial last line (a run killed mid-write) is dropped."""
-    seen = {}
-    lines = cache.read_text(encoding="utf-8").split("\n") if cache.exists() else []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # only the unfinished last write can be cut short: it is asked again
-        seen[(row["problem_id"], row["sample_idx"], row["completion_sha"], row["model"])] = row[
-            "judge_correct"
-        ]
-    return seen
+    """Cached verdicts, after cutting off a partial last line (a run killed mid-write: that one is asked again)."""
+    repair_tail(cache)
+    rows = read_jsonl(cache) if cache.exists() else []
+    keys = ("problem_id", "sample_idx", "completion_sha", "model")
+    return {tuple(row[k] for k in keys): row["judge_correct"] for row in rows}
 
 
 def judge_samples(graded: pd.DataFrame, questions: Mapping[str, str], cache: str | os.PathLike) -> pd.Series:
@@ -105,9 +100,6 @@ def judge_samples(graded: pd.DataFrame, questions: Mapping[str, str], cache: str
     keys = [_key(pid, idx, text) for pid, idx, text, _ in rows]
     todo = [i for i, key in enumerate(keys) if key not in seen]
     cache.parent.mkdir(parents=True, exist_ok=True)
-    if cache.exists() and not cache.read_bytes().endswith(b"\n") and cache.stat().st_size:
-        with open(cache, "a", encoding="utf-8") as out:
-            out.write("\n")  # end a partial last line so the next verdict starts a fresh one
     with open(cache, "a", encoding="utf-8") as out:
         for i in tqdm(todo, desc="judge", disable=not todo):
             pid, idx, text, gold = rows[i]

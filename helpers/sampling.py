@@ -21,7 +21,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import answers, data, decoding, models
-from helpers.files import atomic_write_text
+from helpers.files import atomic_write_text, repair_tail
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,6 @@ ROW_FIELDS = ("problem_id", "sample_idx", "completion", "n_tokens", "finish_reas
 # 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
 CPU_MAX_ROWS = 32
 VLLM_CHUNK = 4096  # samples per vLLM call: big enough to batch well, small enough that a crash loses little
-
-
-def repair_tail(path: Path) -> None:
-    """Cut a partial last line (a write killed mid-row) off a sample file; only the writer calls this."""
-    raw = path.read_bytes() if path.exists() else b""
-    if raw and not raw.endswith(b"\n"):
-        cut = raw.rfind(b"\n") + 1
-        log.warning(
-            "%s ends in a partial row (%d bytes) from an interrupted run: dropping it", path, len(raw) - cut
-        )
-        with open(path, "r+b") as f:
-            f.truncate(cut)
 
 
 @dataclass(frozen=True)
