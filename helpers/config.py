@@ -133,6 +133,30 @@ FULL = RunConfig(
     grpo_patience=30,
 )
 
+# The first GPU run: the whole series with the seed's model on the toy set, a few problems and a few steps, to
+# learn in minutes whether the GPU path works. Budget (an estimate, not yet measured on a GPU): samples of
+# 16 train problems x 4 twice (01, 05) and 16 test x 4 for 7 models (07), about 600 completions of at most 256
+# tokens, about 100k tokens; SFT/ORPO 2-8 steps each, GRPO 4 steps of 2 prompts x 4 completions. Most of the
+# time is starting vLLM (4 engines: 01, 05, 06, 07) and loading the model: about 10 minutes on a T4 or an H100.
+GPU_SMOKE = dataclasses.replace(
+    FULL,
+    profile="gpu-smoke",
+    dataset="arithmetic",
+    n_train=16,
+    n_test=16,
+    k=4,
+    max_new_tokens=256,
+    max_per_problem=2,
+    batch_size=8,
+    warmup_ratio=0.0,
+    logging_steps=1,
+    save_steps=0,
+    orpo_lr=5e-5,
+    grpo_max_rows=8,
+    grpo_max_completion_length=256,
+    grpo_patience=3,
+)
+
 PROFILES: dict[str, RunConfig] = {
     "smoke": SMOKE,
     # The same steps on GSM8K itself: with the CPU model this stops at 02 ("nothing to train on").
@@ -147,9 +171,14 @@ PROFILES: dict[str, RunConfig] = {
     ),
     # The seed's run: every train and test problem, k=8, 16-bit LoRA.
     "full": FULL,
-    # Llama 3.2 1B Instruct in 4 bit on a 16 GB T4, sized for a Colab session: 1,000 train x 8, 250 test x 8.
-    "colab-t4": dataclasses.replace(FULL, profile="colab-t4", n_train=1000, n_test=250, load_in_4bit=True),
+    # Llama 3.2 1B Instruct on a 16 GB T4, sized for a Colab session: 1,000 train x 8, 250 test x 8. In 16 bit
+    # (fp16 on a T4): 2.5 GB of weights fit, and 4 bit with vLLM would need the out-of-tree vllm-bnb-plugin,
+    # which the GPU set does not install (GPU_NOTES §10.3; tests/test_gpu_contract.py checks it).
+    "colab-t4": dataclasses.replace(FULL, profile="colab-t4", n_train=1000, n_test=250),
+    "gpu-smoke": GPU_SMOKE,
 }
+# Profiles that need the Unsloth backend (CUDA + Unsloth): `runs.open_run` refuses them anywhere else.
+GPU_PROFILES = ("gpu-smoke", "colab-t4", "full")
 
 
 def _check(cfg: RunConfig) -> None:

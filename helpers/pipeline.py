@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import config, runs
+from helpers import accelerator, config, runs
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         steps = select_steps(args.only, args.start, args.stop)
         timings = run(args.profile, args.run_dir, steps, parse_overrides(args.params), args.force)
-    except (StepFailed, ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (StepFailed, accelerator.NoGPU, ValueError, FileNotFoundError, NotADirectoryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     total = sum(t["wall_s"] for t in timings.values())

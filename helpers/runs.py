@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from helpers import config, data, sampling
+from helpers import accelerator, config, data, sampling
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -121,10 +121,13 @@ def open_run(
 ) -> Run:
     """Open (or create) a run directory for `profile` with `overrides` and a notebook's `knobs` applied.
 
+    A GPU profile (`config.GPU_PROFILES`) is refused where the Unsloth backend cannot run, saying why.
     The first call writes `config.json`. Later calls start from that config, so a notebook run alone picks up
     the run's settings; a setting given that differs from it is refused, naming the keys and the fix.
     """
     root = Path(run_dir).resolve()
+    if profile in config.GPU_PROFILES:
+        accelerator.require_gpu(f"Profile {profile!r}")  # never a silent fall-back to the CPU backend
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(
             f"Run directory {root} is a file. Pass a directory path (e.g. outputs/smoke)."

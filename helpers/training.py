@@ -28,7 +28,7 @@ import torch
 from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
-from helpers import config, data, models, plots, rewards, sampling
+from helpers import accelerator, config, data, models, plots, rewards, sampling
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -392,7 +392,7 @@ def trainer_args(run: Run, name: str) -> dict[str, Any]:
     if c.save_steps:
         args["save_steps"] = c.save_steps
     if torch.cuda.is_available():
-        bf16 = torch.cuda.is_bf16_supported()
+        bf16 = accelerator.bf16_supported()  # fp16 on a T4, as Unsloth loads it there
         args.update(optim="adamw_8bit", bf16=bf16, fp16=not bf16)
     else:
         args.update(use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, optim="adamw_torch")
