@@ -24,9 +24,8 @@ MIN_DRIVER = {13: 580, 12: 525, 11: 450}
 # docs); the PyPI wheels of the pinned torch 2.13 / vllm 0.30.0 are CUDA 13 builds.
 CUDA12_INSTALL = (
     "pip install 'vllm @ https://github.com/vllm-project/vllm/releases/download/v0.30.0/"
-    "vllm-0.30.0+cu128-cp38-abi3-manylinux_2_35_x86_64.whl' --extra-index-url "
-    "https://download.pytorch.org/whl/cu128 && pip install -r requirements-gpu.txt --extra-index-url "
-    "https://download.pytorch.org/whl/cu128"
+    "vllm-0.30.0+cu128-cp38-abi3-manylinux_2_35_x86_64.whl' --extra-index-url https://download.pytorch.org/whl/cu128",
+    "pip install -r requirements-gpu.txt --extra-index-url https://download.pytorch.org/whl/cu128",
 )
 GPU_INSTALL = "pip install vllm==0.30.0 && pip install -r requirements-gpu.txt && pip install --no-deps -e ."
 
@@ -119,7 +118,7 @@ def diagnose(torch_cuda: str | None, driver: str | None, has_cuda: bool, has_uns
         return (
             f"NVIDIA driver {driver} is too old for the installed build (torch built with CUDA {torch_cuda}, "
             f"which needs driver >= {needed}), so torch sees no GPU. Update the driver to >= {needed}, or "
-            f"install the CUDA 12.8 build (driver >= {MIN_DRIVER[12]}): {CUDA12_INSTALL}"
+            f"install the CUDA 12.8 build (driver >= {MIN_DRIVER[12]}): {' && '.join(CUDA12_INSTALL)}"
             if major >= 13
             else f"NVIDIA driver {driver} is too old for CUDA {torch_cuda} (needs >= {needed}): update it."
         )

@@ -172,6 +172,24 @@ def _advance(row: Row, token: int, eos: set[int], piece: str, max_new_tokens: in
         row.finish_reason = "length"
 
 
+def _final_text(row: Row, tokenizer: Any) -> str:
+    return tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip("\n")
+
+
+def replay(token_ids: list[int], tokenizer: Any, eos: set[int], max_new_tokens: int) -> tuple[str, int, str]:
+    """(text, n_tokens, finish_reason) of tokens another engine (vLLM) generated, under this loop's rule.
+
+    The loop stops a row at EOS, after its `#### <number>` line, or at `max_new_tokens`; vLLM runs on to EOS.
+    Replaying the same rule over vLLM's tokens cuts the text and counts `n_tokens` as the CPU does.
+    """
+    row = Row(Request(0, 0, 0), torch.Generator())
+    for token in token_ids:
+        _advance(row, token, eos, tokenizer.decode([token]), max_new_tokens)
+        if row.finish_reason is not None:
+            break
+    return _final_text(row, tokenizer), len(row.tokens), row.finish_reason or "length"
+
+
 def _prefill(model: Any, tokenizer: Any, prompts: list[str], requests: list[Request]) -> Batch:
     """Run each distinct prompt once and copy its cache to every request on it."""
     order = sorted({r.prompt_index for r in requests})
@@ -279,10 +297,13 @@ def stream_completions(
                 _advance(row, token, eos, tokenizer.decode([token]), max_new_tokens)
             for row in batch.rows:
                 if row.finish_reason is not None:
-                    text = tokenizer.decode(row.tokens, skip_special_tokens=True).rstrip("\n")
                     req = row.request
                     yield Completion(
-                        req.prompt_index, req.sample_idx, text, len(row.tokens), row.finish_reason
+                        req.prompt_index,
+                        req.sample_idx,
+                        _final_text(row, tokenizer),
+                        len(row.tokens),
+                        row.finish_reason,
                     )
             keep = [i for i, row in enumerate(batch.rows) if row.finish_reason is None]
             if len(keep) < len(batch.rows):

@@ -16,7 +16,6 @@ from helpers import REPO_URL
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 BADGE_PREFIX = "[![Open In Colab]"
 SETUP_MARKER = "# Colab set-up:"
-VLLM_PIN = "vllm==0.30.0"  # install first: it pins torch (see requirements-gpu.txt)
 
 
 def colab_url(notebook: Path) -> str:
@@ -29,23 +28,23 @@ def badge(notebook: Path) -> str:
 
 
 def setup_cell() -> str:
-    """The first code cell: on Colab, clone and install; elsewhere (or under papermill) nothing."""
-    return f"""%%capture
-{SETUP_MARKER} clone the series and install the GPU stack. Does nothing outside Colab.
+    """The first code cell: on Colab, clone, link outputs/ to Drive and install (`helpers.colab`); elsewhere
+    (or under papermill) nothing. Not captured: its driver check and restart request must be seen."""
+    return f"""{SETUP_MARKER} clone the series, keep runs on Drive, install the GPU stack. Does nothing outside Colab.
 import os
 import subprocess
 import sys
 
 REPO_URL = "{REPO_URL}"
-if "COLAB_" in "".join(os.environ) and not os.path.isdir("/content/series"):
-    subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/series"], check=True)
-    pip = [sys.executable, "-m", "pip", "install", "-q"]
-    subprocess.run([*pip, "{VLLM_PIN}"], check=True)
-    subprocess.run([*pip, "-r", "/content/series/requirements-gpu.txt"], check=True)
-    subprocess.run([*pip, "--no-deps", "-e", "/content/series"], check=True)
-if os.path.isdir("/content/series"):
+drive_dir = "/content/drive/MyDrive/gsm8k-rl"  # @param {{type:"string"}} run directories live here, across runtimes
+if "COLAB_" in "".join(os.environ):
+    if not os.path.isdir("/content/series"):
+        subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/series"], check=True)
     sys.path.insert(0, "/content/series")
-    os.chdir("/content/series/notebooks")"""
+    os.chdir("/content/series/notebooks")
+    from helpers import colab
+
+    colab.set_up(drive_dir)  # on a fresh runtime: installs, then asks for Runtime > Restart session"""
 
 
 def sync(path: Path) -> bool:
@@ -56,7 +55,7 @@ def sync(path: Path) -> bool:
     rest = [line for line in title if not line.startswith(BADGE_PREFIX)]
     nb.cells[0].source = "\n".join([rest[0], "", badge(path), *rest[1:]]).replace("\n\n\n", "\n\n")
     code = [c for c in nb.cells if c.cell_type == "code"]
-    if code and code[0].source.startswith("%%capture\n" + SETUP_MARKER):
+    if code and code[0].source.removeprefix("%%capture\n").startswith(SETUP_MARKER):
         code[0].source = setup_cell()
     else:
         nb.cells.insert(1, nbformat.v4.new_code_cell(setup_cell()))

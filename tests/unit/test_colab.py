@@ -1,0 +1,73 @@
+"""The Colab set-up without Colab: the install chosen from the driver, outputs linked to Drive, the restart.
+
+Run: `.venv/bin/python -m pytest tests/unit/test_colab.py`
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import colab
+
+
+@pytest.mark.parametrize(
+    ("driver", "expected"),
+    [
+        ("580.82.07", "pip install vllm==0.30.0"),  # CUDA 13 driver: the PyPI wheels
+        ("590.48.01", "pip install vllm==0.30.0"),
+        ("550.54.15", "cu128"),  # an older Colab driver: the CUDA 12.8 build
+        ("525.60.13", "cu128"),
+    ],
+)
+def test_the_install_follows_the_driver(driver: str, expected: str) -> None:
+    commands = colab.install_commands(driver)
+    assert expected in commands[0] and commands[-1].startswith("pip install --no-deps -e ")
+    assert any("requirements-gpu.txt" in c for c in commands)
+
+
+@pytest.mark.parametrize(
+    ("driver", "expected"), [(None, "No GPU in this runtime"), ("470.82.01", "driver 470.82.01 is too old")]
+)
+def test_no_usable_driver_stops_before_installing(driver, expected: str) -> None:
+    with pytest.raises(colab.StopHere, match=expected):
+        colab.install_commands(driver)
+
+
+def test_pins_are_read_from_the_gpu_requirements() -> None:
+    assert colab.pinned("vllm") == "0.30.0" and colab.pinned("unsloth") == "2026.10.9"
+    assert colab.pinned("no-such-package") is None
+
+
+def test_outputs_become_a_link_to_drive_and_keep_their_runs(tmp_path: Path) -> None:
+    repo, drive = tmp_path / "series", tmp_path / "drive"
+    (repo / "outputs").mkdir(parents=True)
+    (repo / "outputs" / "README.md").write_text("the folder's readme")
+    target = colab.link_outputs(str(drive), repo=repo)
+    assert (repo / "outputs").is_symlink() and (repo / "outputs").resolve() == target.resolve()
+    (repo / "outputs" / "smoke").mkdir()  # a run written through the link lands on "Drive"
+    assert (drive / "outputs" / "smoke").is_dir()
+    assert (repo / "outputs.repo" / "README.md").read_text() == "the folder's readme"
+    assert colab.link_outputs(str(drive), repo=repo) == target  # a second run of the cell is harmless
+
+
+def test_set_up_does_nothing_outside_colab(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in __import__("os").environ if k.startswith("COLAB_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setattr(colab, "link_outputs", None)  # would crash if called
+    assert colab.set_up("/content/drive/MyDrive/x") is None
+
+
+def test_a_fresh_install_asks_for_a_restart(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    monkeypatch.setattr(colab, "link_outputs", lambda drive_dir: tmp_path)
+    monkeypatch.setattr(colab, "stack_installed", lambda: False)
+    monkeypatch.setattr(colab.accelerator, "driver_version", lambda: "580.82.07")
+    ran = []
+    monkeypatch.setattr(
+        colab.subprocess, "run", lambda cmd, **kw: ran.append(cmd) or type("R", (), {"returncode": 0})()
+    )
+    with pytest.raises(colab.StopHere, match="Restart session"):
+        colab.set_up("/content/drive/MyDrive/x")
+    assert [c[1:4] for c in ran][0] == ["-m", "pip", "install"] and len(ran) == 3
