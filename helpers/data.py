@@ -133,9 +133,11 @@ def load_gsm8k(split: str, source: str | os.PathLike | None = None) -> datasets.
     return datasets.Dataset.from_list(rows)
 
 
-# Llama 3.2's chat template writes today's date into the system turn unless given one: a fixed date keeps
-# prompts, and so samples, the same on every day a run is resumed (templates without the variable ignore it).
+# Llama 3.2's chat template writes "Today Date: <the day it runs>" unless given `date_string`, and the trainers
+# (TRL's SFT, ORPO and GRPO, Unsloth's SFT data preparation) apply the template themselves without it. A date
+# pinned inside the template makes every renderer write the same prompt, on every day a run is resumed.
 PROMPT_DATE = "26 Jul 2024"
+DATE_PIN = '{%- set date_string = "' + PROMPT_DATE + '" -%}'
 
 
 def build_messages(question: str) -> list[dict[str, str]]:
@@ -143,10 +145,20 @@ def build_messages(question: str) -> list[dict[str, str]]:
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": question}]
 
 
+def pin_template_date(tokenizer: Any) -> Any:
+    """Fix the date a chat template writes to PROMPT_DATE, in place (idempotent; a template without a date
+    is left alone). `models.load_model` applies it, so the trainers render with it too."""
+    template = getattr(tokenizer, "chat_template", None)
+    if isinstance(template, str) and "date_string" in template and not template.startswith(DATE_PIN):
+        tokenizer.chat_template = DATE_PIN + template
+    return tokenizer
+
+
 def render_prompt(tokenizer: Any, question: str) -> str:
-    """The chat-templated prompt text, ending where the assistant starts to write."""
-    return tokenizer.apply_chat_template(
-        build_messages(question), tokenize=False, add_generation_prompt=True, date_string=PROMPT_DATE
+    """The chat-templated prompt text, ending where the assistant starts to write: the one rendering of a
+    problem, token for token what the trainers render from `build_messages` with the same tokenizer."""
+    return pin_template_date(tokenizer).apply_chat_template(
+        build_messages(question), tokenize=False, add_generation_prompt=True
     )
 
 

@@ -150,16 +150,6 @@ def eos_ids(model: Any, tokenizer: Any) -> set[int]:
     return {int(i) for i in ids if i is not None}
 
 
-def cut_after_answer(text: str, finish_reason: str) -> tuple[str, str]:
-    """A completion cut right after its first finished `#### <number>` line, as the CPU loop stops there.
-
-    >>> cut_after_answer("3+4=7\\n#### 7\\nAnd more.", "stop")
-    ('3+4=7\\n#### 7', 'answer')
-    """
-    match = ANSWER_LINE_RE.search(text)
-    return (text[: match.end()].rstrip("\n"), "answer") if match else (text, finish_reason)
-
-
 def _advance(row: Row, token: int, eos: set[int], piece: str, max_new_tokens: int) -> None:
     row.tokens.append(token)
     if token in eos:

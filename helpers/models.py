@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from helpers import data
+
 log = logging.getLogger(__name__)
 
 SEED_MODEL = "unsloth/Llama-3.2-1B-Instruct"
@@ -32,6 +34,9 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 BACKENDS = ("auto", "unsloth", "transformers")
 MANIFEST = "manifest.json"
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "unsloth_zoo", "vllm")
+# vLLM >= 0.28 has no bitsandbytes of its own: Unsloth's 4-bit + fast_inference imports this plugin, else raises
+# (unsloth_zoo/vllm_utils.py); the GPU set does not install it, so 4 bit is refused here with the way out.
+BNB_PLUGIN = "vllm_bnb_plugin"
 
 
 def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
@@ -180,6 +185,7 @@ def load_model(
         )
     else:
         model, tokenizer = _load_transformers(path, adapter, trainable, dtype)
+    data.pin_template_date(tokenizer)  # the trainers render prompts with this tokenizer: one date everywhere
     model.gsm8k_base = canonical
     model.gsm8k_backend = chosen
     model.gsm8k_adapter = str(adapter) if adapter is not None else None
@@ -215,7 +221,13 @@ def _load_unsloth(
     gpu_memory_utilization: float,
     fast_inference: bool,
 ) -> tuple[Any, Any]:
-    from unsloth import FastLanguageModel  # first import on the GPU path: it patches TRL and transformers
+    if load_in_4bit and fast_inference and importlib.util.find_spec(BNB_PLUGIN) is None:
+        raise ImportError(
+            "load_in_4bit=True with vLLM (fast_inference) needs the out-of-tree plugin vllm-bnb-plugin, which "
+            "requirements-gpu.txt does not install. Load in 16 bit (load_in_4bit=False: a 1B model fits a 16 GB "
+            "T4 in fp16), or pip install vllm-bnb-plugin."
+        )
+    from unsloth import FastLanguageModel  # imported already by `helpers` (accelerator.import_unsloth_first)
 
     # An adapter directory loads its base, then the LoRA weights (trainable); vLLM serves the base model
     # and sampling passes the adapter as a LoRARequest.
@@ -229,6 +241,18 @@ def _load_unsloth(
         gpu_memory_utilization=gpu_memory_utilization,
     )
     return model, tokenizer
+
+
+def lora_request(model: Any, adapter: str | os.PathLike) -> Any:
+    """A vLLM LoRA request for a saved adapter directory, served by `model`'s engine (an Unsloth base or PEFT model).
+
+    `model.load_lora` exists only on PEFT models (Unsloth attaches it in `get_peft_model`); unsloth_zoo's
+    `load_lora` needs only `model.vllm_engine`, checks the adapter's rank and modules against the engine, and
+    gives each call a fresh id, so an adapter rewritten on disk is never served from vLLM's adapter cache.
+    """
+    from unsloth_zoo.vllm_utils import load_lora
+
+    return load_lora(model, str(adapter))
 
 
 def add_lora(

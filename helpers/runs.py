@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from helpers import accelerator, config, data, sampling
+from helpers import accelerator, config, data, models, sampling
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,12 @@ class Run:
         """k samples per problem with the run's settings into `relative` (resumable), graded.
 
         `model`: a loaded base to reuse (an Unsloth base serves `adapter` through vLLM); by default the run's
-        model is loaded for this call.
+        model is loaded for this call, on a GPU in a child process so that its vLLM engine is freed after it.
         """
         c = self.cfg
-        return sampling.sample(
+        # A vLLM engine keeps its memory until its process ends: on a GPU, an engine of our own lives in a child.
+        isolated = model is None and models.resolve_backend()[0] == "unsloth"
+        return (sampling.sample_isolated if isolated else sampling.sample)(
             model or c.model,
             problems,
             k=c.k,

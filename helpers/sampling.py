@@ -11,12 +11,16 @@ import contextlib
 import json
 import logging
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import datasets
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -181,6 +185,51 @@ def sample(
     return grade_samples(rows.reset_index(drop=True), golds)
 
 
+def sample_isolated(model_ref: str, problems: Any, **kwargs: Any) -> pd.DataFrame:
+    """`sample` in a child process, so its model and vLLM engine are gone, memory and all, when it returns.
+
+    On a GPU a vLLM engine holds its share of the card until its process ends (deleting it is not enough), and
+    notebook 05 trains three variants after sampling. The child's output (progress, errors) is relayed here;
+    rows it wrote are kept if it fails, and a rerun resumes. Same arguments as `sample`, JSON-able values.
+    """
+    _validate(
+        problems, kwargs["k"], kwargs["temperature"], kwargs.get("top_p", 1.0), kwargs["max_new_tokens"]
+    )
+    job = {
+        "model": model_ref,
+        "problems": problems.to_list(),
+        "kwargs": {**kwargs, "out_path": str(kwargs["out_path"])},
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        ),
+    }
+    tail = b""
+    try:
+        with subprocess.Popen(
+            [sys.executable, "-m", "helpers.sampling", f.name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+        ) as child:
+            for chunk in iter(lambda: child.stdout.read1(4096), b""):
+                sys.stderr.write(chunk.decode(errors="replace"))
+                sys.stderr.flush()
+                tail = (tail + chunk)[-4000:]
+    finally:
+        os.unlink(f.name)
+    if child.returncode:
+        raise RuntimeError(
+            f"Sampling in a child process failed (exit {child.returncode}); rows it wrote are kept in "
+            f"{kwargs['out_path']} and a rerun resumes. Its last output:\n{tail.decode(errors='replace')}"
+        )
+    return sample(model_ref, problems, **kwargs)  # every row is written now: this reads and grades them
+
+
 def stats_path(path: str | os.PathLike) -> Path:
     """Where the throughput of a sample file is kept: `<name>.stats.json` beside it."""
     return Path(path).with_suffix(".stats.json")
@@ -261,12 +310,16 @@ def _vllm_completions(
 ) -> Iterator[dict[str, Any]]:
     from vllm import SamplingParams
 
-    lora = model.load_lora(str(adapter)) if adapter else None
+    lora = models.lora_request(model, adapter) if adapter else None
+    eos = decoding.eos_ids(model, tokenizer)
     requests = [(pid, idx) for pid in todo for idx in todo[pid]]
     for start in range(0, len(requests), VLLM_CHUNK):
         chunk = requests[start : start + VLLM_CHUNK]
-        # One request per sample with its own seed: a resumed run draws the same text for the same sample;
-        # vLLM's prefix cache shares each prompt's prefill across its k requests.
+        # One request per sample with its own seed: a resumed run draws the same text for the same sample, and
+        # the text does not depend on the batch. On CUDA vLLM 0.30 samples with its V2 model runner, which draws
+        # seeded requests in one batched kernel (vllm/v1/worker/gpu/sample/gumbel.py); seeds only give up
+        # FlashInfer's top-p sampler (gpu_smoke.py measures the difference). vLLM's prefix cache shares each
+        # prompt's prefill across its k requests.
         params = [
             SamplingParams(
                 n=1,
@@ -284,11 +337,20 @@ def _vllm_completions(
         ]
         outs = model.fast_generate(token_prompts, sampling_params=params, lora_request=lora, use_tqdm=False)
         for (pid, idx), out in zip(chunk, outs, strict=True):
-            text, reason = decoding.cut_after_answer(out.outputs[0].text, out.outputs[0].finish_reason)
+            # vLLM runs on past the answer line: cut and count its tokens by the CPU loop's own rule.
+            text, n_tokens, reason = decoding.replay(
+                list(out.outputs[0].token_ids), tokenizer, eos, draw.max_new_tokens
+            )
             yield {
                 "problem_id": pid,
                 "sample_idx": idx,
                 "completion": text,
-                "n_tokens": len(out.outputs[0].token_ids),
+                "n_tokens": n_tokens,
                 "finish_reason": reason,
             }
+
+
+if __name__ == "__main__":  # the child of `sample_isolated`: python -m helpers.sampling JOB.json
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    spec = json.loads(Path(sys.argv[1]).read_text())
+    sample(spec["model"], datasets.Dataset.from_list(spec["problems"]), **spec["kwargs"])

@@ -36,7 +36,8 @@ import subprocess
 import sys
 
 REPO_URL = "{REPO_URL}"
-drive_dir = "/content/drive/MyDrive/gsm8k-rl"  # @param {{type:"string"}} run directories live here, across runtimes
+# Run directories (outputs/) live in this Drive folder, so they outlive the runtime of each notebook.
+drive_dir = "/content/drive/MyDrive/gsm8k-rl"  # @param {{type:"string"}}
 if "COLAB_" in "".join(os.environ):
     if not os.path.isdir("/content/series"):
         subprocess.run(["git", "clone", "--depth=1", REPO_URL, "/content/series"], check=True)

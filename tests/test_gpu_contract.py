@@ -724,3 +724,99 @@ def test_checker_accepts_a_right_call(wheel: WheelSource, source: str) -> None:
     for site in sites:
         report = check_site(wheel, site)
         assert not report.problems, report.message(site)
+
+
+# --- what a base model has, precision, quantization, import order: read from the pinned wheels -------------
+
+
+def fast_inference_base_attributes(wheel: WheelSource) -> set[str]:
+    """`model.X = ...` in FastLlamaModel.from_pretrained outside its `if not fast_inference:` branch: what a
+    base model loaded with fast_inference=True carries (unsloth/models/llama.py)."""
+    module = "unsloth.models.llama"
+    cls = next(
+        s
+        for s in top_level(wheel.tree(module).body)
+        if isinstance(s, ast.ClassDef) and s.name == "FastLlamaModel"
+    )
+    func = next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "from_pretrained")
+    skipped = set()
+    for node in ast.walk(func):
+        test = node.test if isinstance(node, ast.If) else None
+        if (
+            isinstance(test, ast.UnaryOp)
+            and isinstance(test.op, ast.Not)
+            and getattr(test.operand, "id", "") == "fast_inference"
+        ):
+            skipped |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    return {
+        target.attr
+        for node in ast.walk(func)
+        if isinstance(node, ast.Assign) and id(node) not in skipped
+        for target in node.targets
+        if isinstance(target, ast.Attribute) and getattr(target.value, "id", "") == "model"
+    }
+
+
+def test_the_standin_base_has_exactly_the_pinned_unsloths_attributes(wheel: WheelSource) -> None:
+    """The CPU tests' stand-in (tests/standin_unsloth.py) can be no more generous than the real base model."""
+    import standin_unsloth
+
+    real = fast_inference_base_attributes(wheel)
+    assert {"vllm_engine", "fast_generate"} <= real and "load_lora" not in real, real  # the derivation works
+    assert set(standin_unsloth.UNSLOTH_ATTRIBUTES) == real, (
+        f"tests/standin_unsloth.py UNSLOTH_ATTRIBUTES differ from what the pinned Unsloth sets on a fast_inference "
+        f"base model: extra {set(standin_unsloth.UNSLOTH_ATTRIBUTES) - real}, missing {real - set(standin_unsloth.UNSLOTH_ATTRIBUTES)}."
+    )
+    zoo = wheel.resolve("unsloth_zoo.vllm_utils", "load_lora")
+    assert parameters(zoo.node, skip_first=False) == [
+        "model",
+        "save_directory",
+        "load_tensors",
+        "lora_request_id",
+    ]
+    assert ast.unparse(zoo.node).count("model.") == ast.unparse(zoo.node).count("model.vllm_engine"), (
+        "unsloth_zoo's load_lora now reads more of the model than its engine: check it still serves a base model."
+    )
+
+
+def test_helpers_call_no_peft_only_method_on_a_model() -> None:
+    """A base model (notebook 07's shared engine) has no load_lora / save_lora: adapters go through
+    models.lora_request (unsloth_zoo.vllm_utils.load_lora, which needs only the engine)."""
+    bound = [site.id for site in SITES if site.kind == "bound" and site.target in ("load_lora", "save_lora")]
+    assert not bound, f"{bound}: Unsloth attaches these to PEFT models only (unsloth/models/_utils.py)."
+
+
+def test_precision_rule_is_unsloths(wheel: WheelSource) -> None:
+    """Unsloth loads bf16 from compute capability 8 (fp16 below): helpers.accelerator decides the same way."""
+    match = re.search(r"SUPPORTS_BFLOAT16 = .*\[0\] >= (\d+)", wheel.sources["unsloth.models._utils"])
+    assert match, "unsloth/models/_utils.py no longer decides bf16 by `capability[0] >= N`: re-read it."
+    accelerator_source = (HELPERS_DIR / "accelerator.py").read_text()
+    assert f"get_device_capability()[0] >= {match.group(1)}" in accelerator_source
+
+
+def test_import_order_covers_what_unsloth_patches(wheel: WheelSource) -> None:
+    """accelerator.PATCHED_BY_UNSLOTH is the list Unsloth warns about when imported late (unsloth/_gpu_init.py)."""
+    match = re.search(r"critical_modules = \[([^\]]*)\]", wheel.sources["unsloth._gpu_init"])
+    assert match, (
+        "unsloth/_gpu_init.py has no critical_modules list any more: re-read how it detects late imports."
+    )
+    from helpers import accelerator
+
+    assert tuple(ast.literal_eval(f"[{match.group(1)}]")) == accelerator.PATCHED_BY_UNSLOTH
+
+
+def test_no_gpu_profile_asks_vllm_for_what_the_pinned_wheels_cannot_do(wheel: WheelSource) -> None:
+    """4 bit + vLLM needs the out-of-tree plugin on vLLM >= 0.28 (unsloth_zoo/vllm_utils.py): a GPU profile may
+    ask for 4 bit only when the GPU set pins that plugin; and models.BNB_PLUGIN is the module Unsloth imports."""
+    from helpers import config, models
+
+    source = wheel.sources["unsloth_zoo.vllm_utils"]
+    assert f'"{models.BNB_PLUGIN}.bitsandbytes"' in source and "pip install vllm-bnb-plugin" in source
+    plugin_pinned = normalize("vllm-bnb-plugin") in read_pins()
+    for name in config.GPU_PROFILES:
+        cfg = config.PROFILES[name]
+        assert plugin_pinned or not cfg.load_in_4bit, (
+            f"Profile {name!r} loads in 4 bit, which vLLM {read_pins()['vllm']} serves only with vllm-bnb-plugin, "
+            "not in requirements-gpu.txt. Use 16 bit (a 1B model fits a T4 in fp16) or pin the plugin."
+        )
+        assert cfg.model != "smollm2-135m", f"Profile {name!r} is a GPU profile with the CPU model."

@@ -95,16 +95,6 @@ def test_build_messages_holds_the_system_prompt() -> None:
     assert "'#### <number>'" in data.SYSTEM_PROMPT
 
 
-def test_render_prompt_uses_the_chat_template() -> None:
-    class Template:
-        def apply_chat_template(self, messages, tokenize, add_generation_prompt, date_string):
-            assert tokenize is False and add_generation_prompt is True
-            assert date_string == data.PROMPT_DATE  # a fixed date: prompts do not change with the calendar
-            return "|".join(m["content"] for m in messages)
-
-    assert data.render_prompt(Template(), "Q") == f"{data.SYSTEM_PROMPT}|Q"
-
-
 def test_select_is_deterministic_and_easiest_first(gsm8k_dir: Path) -> None:
     ds = data.load_gsm8k("train", source=gsm8k_dir)
     assert data.select(ds, 3, seed=1)["id"] == data.select(ds, 3, seed=1)["id"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import standin_unsloth
 import torch
 
 from helpers import data, decoding, sampling
@@ -159,62 +160,73 @@ def test_problems_without_gold_are_refused(tmp_path: Path) -> None:
                         out_path=tmp_path / "s.jsonl", **SETTINGS)  # fmt: skip
 
 
-def test_the_vllm_path_sends_token_prompts_and_per_sample_seeds(problems, tmp_path, monkeypatch) -> None:
-    """The GPU branch, run against stand-ins for vLLM and an Unsloth model (the contract test checks names)."""
-    import sys
-    import types
+def test_the_vllm_path_on_a_standin_unsloth_base(smollm2, problems, tmp_path, monkeypatch) -> None:
+    """The GPU branch against a stand-in Unsloth base (exactly the pinned Unsloth's attributes: no load_lora)."""
+    standin_unsloth.install(monkeypatch)
+    base, engine = standin_unsloth.load_base(*smollm2)
+    frame = sampling.sample((base, smollm2[1]), problems, out_path=tmp_path / "s.jsonl", **SETTINGS)
+    assert len(frame) == 4 and set(frame["model"]) == {"base/model"} and set(frame["backend"]) == {"unsloth"}
+    (call,) = engine.calls
+    assert call["lora"] is None and all(set(p) == {"prompt_token_ids"} for p in call["prompts"])
+    assert [p.n for p in call["params"]] == [1] * 4 and len({p.seed for p in call["params"]}) == 4
+    assert {p.max_tokens for p in call["params"]} == {SETTINGS["max_new_tokens"]}
+    # One engine serves every variant's adapter as a LoRA request, each with a fresh id (notebook 07 on a GPU).
+    for variant in ("SFT_1", "SFT_2"):
+        frame = sampling.sample((base, smollm2[1]), problems, out_path=tmp_path / f"{variant}.jsonl",
+                                adapter=f"runs/models/{variant}", **SETTINGS)  # fmt: skip
+        assert set(frame["model"]) == {f"base/model+{variant}"}
+    first, second = engine.calls[1]["lora"], engine.calls[2]["lora"]
+    assert (first.lora_path, second.lora_path) == ("runs/models/SFT_1", "runs/models/SFT_2")
+    assert first.lora_int_id != second.lora_int_id
 
-    sent = {}
 
-    class Params:
-        def __init__(self, **kwargs):
-            self.__dict__.update(kwargs)
-
-    class FakeModel:
-        gsm8k_base, gsm8k_backend, gsm8k_adapter = "base/model", "unsloth", "runs/models/SFT_1"
-
-        def load_lora(self, path):
-            return f"lora:{path}"
-
-        def fast_generate(self, prompts, sampling_params, lora_request, use_tqdm):
-            sent.update(prompts=prompts, params=sampling_params, lora=lora_request)
-            out = types.SimpleNamespace(text="3+4=7\n#### 7\nmore", token_ids=[1] * 9, finish_reason="stop")
-            return [types.SimpleNamespace(outputs=[out]) for _ in prompts]
-
-    class FakeTokenizer:
-        def apply_chat_template(self, messages, tokenize, add_generation_prompt, date_string):
-            return "<bos>" + messages[-1]["content"]
-
-        def __call__(self, text, add_special_tokens):
-            assert add_special_tokens is False  # the template already holds the BOS
-            return {"input_ids": [len(text)]}
-
-    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=Params))
-    frame = sampling.sample(
-        (FakeModel(), FakeTokenizer()), problems, out_path=tmp_path / "s.jsonl", **SETTINGS
+def test_both_backends_cut_and_count_tokens_the_same_way(smollm2, problems, tmp_path, monkeypatch) -> None:
+    """Greedy samples: vLLM (stand-in) decodes on past the answer line; the rows equal the CPU loop's."""
+    standin_unsloth.install(monkeypatch)
+    greedy = {**SETTINGS, "temperature": 0.0, "max_new_tokens": 48}
+    cpu = sampling.sample(smollm2, problems, out_path=tmp_path / "cpu.jsonl", **greedy)
+    base, _ = standin_unsloth.load_base(*smollm2)
+    gpu = sampling.sample((base, smollm2[1]), problems, out_path=tmp_path / "gpu.jsonl", **greedy)
+    columns, key = (
+        ["problem_id", "sample_idx", "completion", "n_tokens", "finish_reason"],
+        ["problem_id", "sample_idx"],
     )
-    assert len(frame) == 4 and set(frame["finish_reason"]) == {"answer"}
-    assert set(frame["completion"]) == {"3+4=7\n#### 7"}  # cut after the answer line, as on the CPU
-    assert set(frame["model"]) == {"base/model+SFT_1"} and set(frame["backend"]) == {"unsloth"}
-    assert all(isinstance(p, dict) and "prompt_token_ids" in p for p in sent["prompts"])
-    assert [p.n for p in sent["params"]] == [1, 1, 1, 1] and len({p.seed for p in sent["params"]}) == 4
-    assert (
-        sent["params"][0].max_tokens == SETTINGS["max_new_tokens"]
-        and sent["lora"] == "lora:runs/models/SFT_1"
+    assert gpu[columns].sort_values(key).values.tolist() == cpu[columns].sort_values(key).values.tolist()
+
+
+def test_replay_cuts_after_the_answer_line_and_counts_through_it(smollm2) -> None:
+    tokenizer = smollm2[1]
+    head = tokenizer("3+4=7\n#### 7\n", add_special_tokens=False)["input_ids"]
+    tail = tokenizer("And then some more text.", add_special_tokens=False)["input_ids"]
+    eos = {tokenizer.eos_token_id}
+    assert decoding.replay(head + tail + [tokenizer.eos_token_id], tokenizer, eos, 100) == (
+        "3+4=7\n#### 7",
+        len(head),
+        "answer",
     )
-    # One loaded Unsloth base serves another variant's adapter as a LoRA request (notebook 07 on a GPU).
-    base = FakeModel()
-    base.gsm8k_adapter = None
-    frame = sampling.sample(
-        (base, FakeTokenizer()),
-        problems,
-        out_path=tmp_path / "t.jsonl",
-        adapter="runs/models/SFT_2",
-        **SETTINGS,
+    assert decoding.replay(tail + [tokenizer.eos_token_id], tokenizer, eos, 100)[1:] == (
+        len(tail) + 1,
+        "stop",
     )
-    assert set(frame["model"]) == {"base/model+SFT_2"} and sent["lora"] == "lora:runs/models/SFT_2"
+    assert decoding.replay(tail, tokenizer, eos, 3)[1:] == (3, "length")
 
 
 def test_a_loaded_cpu_model_takes_no_other_adapter(smollm2, problems, tmp_path) -> None:
     with pytest.raises(ValueError, match="needs an Unsloth base without an adapter"):
         sampling.sample(smollm2, problems, out_path=tmp_path / "s.jsonl", adapter="models/SFT_1", **SETTINGS)
+
+
+def test_sampling_in_a_child_process_writes_the_same_rows(problems, tmp_path: Path, capfd) -> None:
+    """On a GPU, `Run.sample` samples in a child process so that its vLLM engine is freed; on the CPU the
+    child's rows equal those of the same call in this process (per-sample seeds)."""
+    here = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "here.jsonl", **SETTINGS)
+    child = sampling.sample_isolated("smollm2-135m", problems, out_path=tmp_path / "child.jsonl", **SETTINGS)
+    columns = ["problem_id", "sample_idx", "completion", "n_tokens", "finish_reason"]
+    key = ["problem_id", "sample_idx"]
+    assert child[columns].sort_values(key).values.tolist() == here[columns].sort_values(key).values.tolist()
+    assert "sampling" in capfd.readouterr().err  # the child's progress bar is relayed
+
+
+def test_a_failing_child_names_its_error_and_keeps_the_rows(problems, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="(?s)failed \\(exit 1\\).*Unknown model 'no-such-model'"):
+        sampling.sample_isolated("no-such-model", problems, out_path=tmp_path / "s.jsonl", **SETTINGS)

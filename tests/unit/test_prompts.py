@@ -1,0 +1,103 @@
+"""One prompt, token for token, in sampling and in the SFT, ORPO and GRPO trainers (GPU_NOTES §10.8).
+
+Llama 3.2's chat template writes today's date unless given one, and TRL's trainers render prompts themselves.
+This test gives the CPU model a small Llama-like template that writes `Today Date: {{ date_string }}` (today's
+date by default) and a BOS, then compares the prompt tokens each trainer builds with what sampling sends to vLLM.
+Run: `.venv/bin/python -m pytest tests/unit/test_prompts.py`
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import datasets
+import pytest
+
+from helpers import data, filtering, models, rewards
+
+DATED_TEMPLATE = (
+    "{{ bos_token }}{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'system' %}Today Date: {{ date_string }}\n{% endif %}"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QUESTION = "Tom has 7 apples and gets 5 more. How many apples does Tom have now?"
+CPU_ARGS = {"use_cpu": True, "bf16": False, "report_to": [], "per_device_train_batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def dated() -> tuple:
+    """The CPU model with the dated template, loaded (and so pinned) as the series loads every model."""
+    model, tokenizer = models.load_model(models.SMOLLM2_ALIAS)
+    tokenizer = copy.deepcopy(tokenizer)
+    tokenizer.chat_template = DATED_TEMPLATE
+    return model, data.pin_template_date(tokenizer)
+
+
+def sampled_ids(tokenizer) -> list[int]:
+    """What sampling sends to vLLM (helpers.sampling: the rendered prompt, no extra special tokens)."""
+    return tokenizer(data.render_prompt(tokenizer, QUESTION), add_special_tokens=False)["input_ids"]
+
+
+def test_the_pinned_template_writes_the_fixed_date(dated) -> None:
+    text = data.render_prompt(dated[1], QUESTION)
+    assert f"Today Date: {data.PROMPT_DATE}\n" in text and text.startswith(dated[1].bos_token)
+    unpinned = copy.deepcopy(dated[1])
+    unpinned.chat_template = DATED_TEMPLATE
+    assert data.PROMPT_DATE not in unpinned.apply_chat_template(data.build_messages(QUESTION), tokenize=False)
+    assert data.pin_template_date(dated[1]).chat_template.count(data.DATE_PIN) == 1  # idempotent
+
+
+def test_a_template_without_a_date_is_left_alone(smollm2) -> None:
+    before = smollm2[1].chat_template
+    assert data.pin_template_date(copy.deepcopy(smollm2[1])).chat_template == before
+
+
+def test_sft_rows_carry_the_sampling_prompt(dated, tmp_path: Path) -> None:
+    from trl import SFTConfig, SFTTrainer
+
+    model, tokenizer = dated
+    row = {
+        "prompt": data.build_messages(QUESTION),
+        "completion": [{"role": "assistant", "content": "5+7=12\n#### 12"}],
+    }
+    config = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, max_length=512, **CPU_ARGS)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list([row] * 2),
+                         processing_class=tokenizer)  # fmt: skip
+    example = trainer.train_dataset[0]
+    prompt_len = next(i for i, label in enumerate(example["labels"]) if label != -100)  # TRL masks the prompt
+    assert example["input_ids"][:prompt_len] == sampled_ids(tokenizer)
+
+
+def test_orpo_pairs_carry_the_sampling_prompt(dated, tmp_path: Path) -> None:
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    model, tokenizer = dated
+    graded = __import__("pandas").DataFrame(
+        {"problem_id": ["p", "p"], "sample_idx": [0, 1], "completion": ["#### 12", "#### 11"],
+         "lenient_correct": [True, False]}
+    )  # fmt: skip
+    pairs = filtering.build_orpo_pairs(graded, {"p": QUESTION})
+    rows = [{c: p[c] for c in ("prompt", "chosen", "rejected")} for p in pairs] * 2
+    trainer = ORPOTrainer(model=model, args=ORPOConfig(output_dir=str(tmp_path), max_length=512, **CPU_ARGS),
+                          train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)  # fmt: skip
+    assert trainer.train_dataset[0]["prompt_input_ids"] == sampled_ids(tokenizer)
+
+
+def test_grpo_prompts_are_the_sampling_prompt(dated, tmp_path: Path) -> None:
+    from trl import GRPOConfig, GRPOTrainer
+
+    from helpers import training
+
+    model, tokenizer = dated
+    rows = [{"prompt": data.build_messages(QUESTION), "answer": "12"}] * 2
+    config = GRPOConfig(output_dir=str(tmp_path), num_generations=2, max_completion_length=8, **CPU_ARGS)
+    trainer = GRPOTrainer(model=model, reward_funcs=list(training.GRPO_REWARDS), args=config,
+                          train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)  # fmt: skip
+    prompt_ids = trainer._tokenize_prompts([rows[0]["prompt"]])[0][0]  # what GRPO generates from (TRL 1.14.2)
+    assert list(prompt_ids) == sampled_ids(tokenizer)
+    assert rewards.correctness_reward  # the series' rewards take these rows as they are
