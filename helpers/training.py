@@ -252,75 +252,95 @@ class RewardPlateau(_Checkpointed):
         self.best, self.stale = saved["best"], saved["stale"]
 
 
-def train_sft(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
-    """SFT of the base (or of `parent`'s adapter) on prompt-completion rows, loss on the completion only."""
+def sft_trainer(
+    model: Any, tokenizer: Any, args: dict[str, Any], rows: list[dict], c: config.RunConfig
+) -> Any:
+    """TRL's SFTTrainer on prompt-completion rows, loss on the completion only (the series' and gpu_smoke's)."""
     from trl import SFTConfig, SFTTrainer
 
+    cfg = SFTConfig(
+        **args,
+        learning_rate=c.sft_lr,
+        num_train_epochs=c.sft_epochs,
+        max_length=c.max_seq_length,
+        completion_only_loss=True,  # the chat template has no generation markers for assistant_only_loss
+        packing=False,
+    )
+    dataset = _dataset(rows, COLUMNS["sft"])
+    return SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+
+
+def orpo_trainer(
+    model: Any, tokenizer: Any, args: dict[str, Any], rows: list[dict], c: config.RunConfig
+) -> Any:
+    """TRL's ORPOTrainer (trl.experimental in this TRL line) on chosen/rejected pairs: no reference model."""
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+    cfg = ORPOConfig(
+        **args,
+        learning_rate=c.orpo_lr,
+        num_train_epochs=c.orpo_epochs,
+        beta=c.orpo_beta,
+        max_length=c.max_seq_length,
+    )
+    dataset = _dataset(rows, COLUMNS["orpo"])
+    return ORPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+
+
+def grpo_trainer(
+    model: Any, tokenizer: Any, args: dict[str, Any], rows: list[dict], c: config.RunConfig, max_steps: int
+) -> Any:
+    """TRL's GRPOTrainer with the correctness and format rewards, k generations per prompt (vLLM under Unsloth)."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    cfg = GRPOConfig(
+        **args,
+        learning_rate=c.grpo_lr,
+        max_steps=max_steps,
+        num_generations=c.k,
+        max_completion_length=c.grpo_max_completion_length,
+        temperature=c.temperature,
+        top_p=c.top_p,
+    )
+    return GRPOTrainer(
+        model=model,
+        reward_funcs=list(GRPO_REWARDS),
+        args=cfg,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+    )
+
+
+def train_sft(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
+    """SFT of the base (or of `parent`'s adapter) on prompt-completion rows, loss on the completion only."""
     rows = read_rows(run.require(data_file, _producer(data_file)), "sft")
 
     def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
-        cfg = SFTConfig(
-            **args,
-            learning_rate=run.cfg.sft_lr,
-            num_train_epochs=run.cfg.sft_epochs,
-            max_length=run.cfg.max_seq_length,
-            completion_only_loss=True,  # the chat template has no generation markers for assistant_only_loss
-            packing=False,
-        )
-        dataset = _dataset(rows, COLUMNS["sft"])
-        return SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+        return sft_trainer(model, tokenizer, args, rows, run.cfg)
 
     return _train(run, name, "sft", parent, build, _data_record(run, data_file, samples_file, len(rows)))
 
 
 def train_orpo(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
     """ORPO of the base (or of `parent`'s adapter) on chosen/rejected pairs: no reference model."""
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # ORPO lives in trl.experimental in this TRL line
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
     rows = read_rows(run.require(data_file, _producer(data_file)), "orpo")
 
     def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
-        cfg = ORPOConfig(
-            **args,
-            learning_rate=run.cfg.orpo_lr,
-            num_train_epochs=run.cfg.orpo_epochs,
-            beta=run.cfg.orpo_beta,
-            max_length=run.cfg.max_seq_length,
-        )
-        dataset = _dataset(rows, COLUMNS["orpo"])
-        return ORPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+        return orpo_trainer(model, tokenizer, args, rows, run.cfg)
 
     return _train(run, name, "orpo", parent, build, _data_record(run, data_file, samples_file, len(rows)))
 
 
 def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Trained:
     """GRPO with the correctness and format rewards, k generations per prompt, stopped when the reward plateaus."""
-    from trl import GRPOConfig, GRPOTrainer
-
     c = run.cfg
     rows = grpo_rows(run)
     prompts_per_step = c.batch_size * c.grad_accum // c.k
     plateau = RewardPlateau(c.grpo_patience)
 
     def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
-        cfg = GRPOConfig(
-            **args,
-            learning_rate=c.grpo_lr,
-            max_steps=math.ceil(len(rows) / prompts_per_step),
-            num_generations=c.k,
-            max_completion_length=c.grpo_max_completion_length,
-            temperature=c.temperature,
-            top_p=c.top_p,
-        )
-        dataset = datasets.Dataset.from_list(rows)
-        return GRPOTrainer(
-            model=model,
-            reward_funcs=list(GRPO_REWARDS),
-            args=cfg,
-            train_dataset=dataset,
-            processing_class=tokenizer,
-        )
+        return grpo_trainer(model, tokenizer, args, rows, c, math.ceil(len(rows) / prompts_per_step))
 
     record = {
         "file": None,

@@ -1,76 +1,202 @@
-"""GPU smoke of the Unsloth path: load, LoRA, vLLM sampling, one SFT step, save, reload, sample again.
+"""First-run check of the GPU path: one model, one vLLM engine, every call the series makes, a verdict per check.
 
-Run on a CUDA machine with requirements-gpu.txt installed:
-    python scripts/gpu_smoke.py --model unsloth/Llama-3.2-1B-Instruct --out /tmp/gpu_smoke
-`--model` may be a local checkpoint directory (machines without internet). Prints each step's wall time.
-Without CUDA it stops at once with a message: the CPU path is covered by `make test`.
+On a CUDA machine with the GPU set installed (README, "GPU / Colab route"):
+    python scripts/gpu_smoke.py --out outputs/gpu_smoke            # the seed's model, from the hub
+    python scripts/gpu_smoke.py --model /path/to/Llama-3.2-1B-Instruct   # a local checkpoint
+Checks, each printed as one `PASS|FAIL|SKIP <check>: <detail>` line: load (Unsloth + vLLM, precision), LoRA,
+one sampling call, the cost of per-sample seeds, one SFT step, one GRPO step (generating through vLLM), one
+ORPO step, save, and reload through the same engine as a LoRA request. One engine per process: vLLM will not
+start a second beside the first (GPU_NOTES §10.5). Settings come from the `gpu-smoke` profile.
+`--cpu` runs the same checks on the CPU path (the CPU model, transformers + peft; CI does this).
+Exit status 1 when a check failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
-from contextlib import contextmanager
+import traceback
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import datasets
-import torch
+from helpers import accelerator, config, data, models, runs, sampling, training
 
-from helpers import data, models, sampling
-
-
-@contextmanager
-def timed(step: str):
-    start = time.perf_counter()
-    yield
-    print(f"{step}: {time.perf_counter() - start:.1f} s", flush=True)
+CPU_PROFILE, GPU_PROFILE = "smoke", "gpu-smoke"
 
 
-def main() -> None:
+class Checks:
+    """Runs named checks in order; a check whose prerequisite failed is skipped, not run."""
+
+    def __init__(self) -> None:
+        self.results: dict[str, str] = {}
+
+    def run(self, name: str, check: Callable[[], str], needs: tuple[str, ...] = ()) -> None:
+        missing = [n for n in needs if self.results.get(n) != "PASS"]
+        if missing:
+            self._say("SKIP", name, f"needs {', '.join(missing)}")
+            return
+        start = time.perf_counter()
+        try:
+            detail = check()
+        except Exception as err:  # a verdict per check: report it and go on to the independent ones
+            traceback.print_exc(file=sys.stderr)
+            self._say("FAIL", name, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+            return
+        self._say("PASS", name, f"{detail} ({time.perf_counter() - start:.1f} s)")
+
+    def _say(self, verdict: str, name: str, detail: str) -> None:
+        self.results[name] = verdict
+        print(f"{verdict} {name}: {detail}", flush=True)
+
+    def verdict(self) -> int:
+        failed = [n for n, v in self.results.items() if v != "PASS"]
+        print(f"verdict: {len(self.results) - len(failed)} of {len(self.results)} checks passed"
+              + (f"; not passed: {', '.join(failed)}" if failed else ""))  # fmt: skip
+        return 1 if failed else 0
+
+
+def toy_rows(problems: Any) -> tuple[list[dict], list[dict], list[dict]]:
+    """SFT rows (the reference solutions), ORPO pairs (against a wrong final number) and GRPO prompts."""
+    sft, orpo, grpo = [], [], []
+    for question, solution, gold in zip(
+        problems["question"], problems["answer"], problems["gold"], strict=True
+    ):
+        prompt = data.build_messages(question)
+        wrong = solution.rsplit("####", 1)[0] + f"#### {int(gold) + 1}"
+        sft.append({"prompt": prompt, "completion": [{"role": "assistant", "content": solution}]})
+        orpo.append(
+            {
+                **sft[-1],
+                "chosen": sft[-1]["completion"],
+                "rejected": [{"role": "assistant", "content": wrong}],
+            }
+        )
+        grpo.append({"prompt": prompt, "answer": gold})
+    return sft, orpo, grpo
+
+
+def step(trainer: Any, key: str) -> str:
+    trainer.train()
+    logged = [entry[key] for entry in trainer.state.log_history if key in entry]
+    return f"1 step, {key} {logged[-1]:.4g}" if logged else f"1 step, no {key} logged"
+
+
+def seeds_cost(model: Any, tokenizer: Any, problems: Any, c: config.RunConfig) -> str:
+    """Throughput of the same requests with and without per-sample seeds (GPU_NOTES §10.9): measured here."""
+    from vllm import SamplingParams
+
+    prompts = [{"prompt_token_ids": tokenizer(data.render_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]}
+               for q in problems["question"]] * 16  # fmt: skip
+    rates = {}
+    for label, seeded in (("unseeded", False), ("seeded", True)):
+        params = [SamplingParams(n=1, temperature=c.temperature, top_p=c.top_p, max_tokens=c.max_new_tokens,
+                                 seed=i if seeded else None) for i in range(len(prompts))]  # fmt: skip
+        start = time.perf_counter()
+        outs = model.fast_generate(prompts, sampling_params=params, use_tqdm=False)
+        tokens = sum(len(o.outputs[0].token_ids) for o in outs)
+        rates[label] = tokens / (time.perf_counter() - start)
+    return ", ".join(f"{k} {v:.0f} tok/s" for k, v in rates.items()) + f" ({len(prompts)} requests)"
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default=models.SEED_MODEL, help="hub id or local checkpoint directory")
-    parser.add_argument("--out", type=Path, default=Path("outputs/gpu_smoke"), help="run directory to write")
-    parser.add_argument("--problems", type=int, default=4, help="GSM8K train problems to sample")
-    args = parser.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("gpu_smoke needs a CUDA GPU (none found). On CPU, run `make test` instead.")
-    from trl import SFTConfig, SFTTrainer
+    parser.add_argument("--model", help="hub id or local checkpoint (default: the profile's model)")
+    parser.add_argument("--out", type=Path, default=Path("outputs/gpu_smoke"), help="directory to write")
+    parser.add_argument("--cpu", action="store_true", help="run the same checks on the CPU path")
+    args = parser.parse_args(argv)
+    if not args.cpu:
+        try:
+            accelerator.require_gpu(
+                "gpu_smoke.py"
+            )  # says why (no CUDA, old driver, CPU torch) and what to do
+        except accelerator.NoGPU as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    c = config.resolve(CPU_PROFILE if args.cpu else GPU_PROFILE, model=args.model)
+    run = runs.Run(args.out.resolve(), c)
+    problems = data.make_arithmetic(4, seed=c.seed, split="train")
+    sft_rows, orpo_rows, grpo_rows = toy_rows(problems)
+    draw = {
+        "k": 2,
+        "temperature": c.temperature,
+        "top_p": c.top_p,
+        "max_new_tokens": c.max_new_tokens,
+        "seed": c.seed,
+    }
+    state: dict[str, Any] = {}
+    checks = Checks()
 
-    problems = data.select(data.load_gsm8k("train"), args.problems, seed=0, easiest_first=True)
-    settings = {"k": 2, "temperature": 0.8, "max_new_tokens": 256, "seed": 0}
-    with timed("load (unsloth + vLLM)"):
-        model, tokenizer = models.load_model(args.model, backend="unsloth", max_lora_rank=16)
-    with timed("add LoRA"):
-        model = models.add_lora(model, r=16, alpha=16)
-    with timed("sample base (vLLM)"):
-        before = sampling.sample((model, tokenizer), problems, out_path=args.out / "base.jsonl", **settings)
-    print(before[["problem_id", "finish_reason", "n_tokens", "lenient_correct"]].to_string())
-    rows = [
-        {"prompt": data.build_messages(q), "completion": [{"role": "assistant", "content": a}]}
-        for q, a in zip(problems["question"], problems["answer"], strict=True)
-    ]
-    config = SFTConfig(
-        output_dir=str(args.out / "trainer"), max_steps=1, per_device_train_batch_size=2, report_to="none"
+    def load() -> str:
+        state["model"], state["tokenizer"] = models.load_model(
+            c.model, trainable=True, max_seq_length=c.max_seq_length, max_lora_rank=c.lora_r
+        )
+        model = state["model"]
+        engine = "vLLM engine" if hasattr(model, "vllm_engine") else "no vLLM engine"
+        precision = (
+            "bf16" if accelerator.bf16_supported() else "fp16" if model.gsm8k_backend == "unsloth" else "fp32"
+        )
+        return f"{c.model} via {model.gsm8k_backend}, {engine}, {model.dtype}, trainers in {precision}; {accelerator.memory_report()}"
+
+    def lora() -> str:
+        state["model"] = models.add_lora(state["model"], r=c.lora_r, alpha=c.lora_alpha, seed=c.seed)
+        return f"r={c.lora_r}, alpha={c.lora_alpha}"
+
+    def sample(name: str, **extra: Any) -> Callable[[], str]:
+        def go() -> str:
+            model_ref = extra.pop("model_ref", (state["model"], state["tokenizer"]))
+            rows = sampling.sample(model_ref, problems, out_path=args.out / f"{name}.jsonl", **draw, **extra)
+            stats = sampling.read_stats(args.out / f"{name}.jsonl")
+            return f"{len(rows)} samples, {rows['has_format'].mean():.0%} with the #### line, {stats['tokens_per_s']:.0f} tok/s"
+
+        return go
+
+    def train(build: Callable[..., Any], rows: list[dict], key: str, *more: Any) -> Callable[[], str]:
+        def go() -> str:
+            trainer_args = {**training.trainer_args(run, "GPU_SMOKE"), "report_to": []}
+            if build is not training.grpo_trainer:  # GRPO takes its step count as an argument
+                trainer_args["max_steps"] = 1
+            trainer = build(state["model"], state["tokenizer"], trainer_args, rows, c, *more)
+            detail = step(trainer, key)
+            if getattr(trainer.args, "use_vllm", False):
+                detail += ", generating with vLLM"
+            for attr in ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter"):  # what sampling reads off the model
+                setattr(trainer.model, attr, getattr(state["model"], attr))
+            state["model"] = trainer.model
+            return detail
+
+        return go
+
+    def save() -> str:
+        manifest = {"base_model": state["model"].gsm8k_base, "parent": None, "method": "gpu_smoke"}
+        state["adapter"] = models.save_variant(
+            state["model"], state["tokenizer"], args.out, "GPU_SMOKE", manifest
+        )
+        return str(state["adapter"])
+
+    checks.run("load", load)
+    checks.run("lora", lora, ("load",))
+    checks.run("sample", sample("base"), ("lora",))
+    if not args.cpu:
+        checks.run("seeds", lambda: seeds_cost(state["model"], state["tokenizer"], problems, c), ("lora",))
+    checks.run("sft_step", train(training.sft_trainer, sft_rows, "loss"), ("lora",))
+    checks.run(
+        "grpo_step", train(training.grpo_trainer, grpo_rows[: c.batch_size // c.k], "reward", 1), ("lora",)
     )
-    trainer = SFTTrainer(
-        model=model, args=config, train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer
+    checks.run("orpo_step", train(training.orpo_trainer, orpo_rows, "loss"), ("lora",))
+    checks.run("save", save, ("lora",))
+    # Reload through the same engine: the saved adapter as a LoRA request (GPU); on the CPU, loaded and merged.
+    reload = (
+        {"adapter": state.get("adapter")}
+        if not args.cpu
+        else {"model_ref": c.model, "adapter": state.get("adapter")}
     )
-    with timed("one SFT step"):
-        trainer.train()
-    manifest = {"base_model": model.gsm8k_base, "parent": "base", "steps": 1}
-    with timed("save adapter"):
-        target = models.save_variant(model, tokenizer, args.out, "GPU_SMOKE", manifest)
-    del model, trainer
-    torch.cuda.empty_cache()
-    with timed("reload with adapter"):
-        model, tokenizer = models.load_model(args.model, adapter=target, backend="unsloth", max_lora_rank=16)
-    with timed("sample adapter (vLLM + LoRARequest)"):
-        after = sampling.sample((model, tokenizer), problems, out_path=args.out / "adapter.jsonl", **settings)
-    print(after[["problem_id", "finish_reason", "n_tokens", "lenient_correct"]].to_string())
-    print("gpu smoke: ok")
+    checks.run("reload", sample("adapter", **reload), ("save",))
+    return checks.verdict()
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
