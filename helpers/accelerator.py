@@ -20,14 +20,23 @@ PATCHED_BY_UNSLOTH = ("trl", "transformers", "peft")
 # Oldest NVIDIA driver (Linux) for a CUDA major version: CUDA 13 needs 580, CUDA 12 works from 525 through
 # minor-version compatibility (NVIDIA's CUDA compatibility guide, table "CUDA Toolkit and driver versions").
 MIN_DRIVER = {13: 580, 12: 525, 11: 450}
-# vLLM's release wheels built for CUDA 12.8, with torch from the matching PyTorch index (vLLM's GPU install
-# docs); the PyPI wheels of the pinned torch 2.13 / vllm 0.30.0 are CUDA 13 builds.
-CUDA12_INSTALL = (
-    "pip install 'vllm @ https://github.com/vllm-project/vllm/releases/download/v0.30.0/"
-    "vllm-0.30.0+cu128-cp38-abi3-manylinux_2_35_x86_64.whl' --extra-index-url https://download.pytorch.org/whl/cu128",
-    "pip install -r requirements-gpu.txt --extra-index-url https://download.pytorch.org/whl/cu128",
+# The two installs of the GPU set, by driver (commands run from the repository root). PyPI's torch 2.13.0 and
+# vllm 0.30.0 are CUDA 13 builds. For CUDA 12.8: torch from the PyTorch cu128 index (pinned with its local
+# version, so an installed CUDA 13 torch is replaced, and requirements-gpu.txt's `torch==2.13.0` is then met),
+# and vLLM's cu128 release wheel (the address pattern of vLLM's GPU install docs; not yet tried).
+PYPI_INSTALL = (
+    "pip install vllm==0.30.0",
+    "pip install -r requirements-gpu.txt",
+    "pip install --no-deps -e .",
 )
-GPU_INSTALL = "pip install vllm==0.30.0 && pip install -r requirements-gpu.txt && pip install --no-deps -e ."
+CUDA12_INSTALL = (
+    "pip install torch==2.13.0+cu128 --index-url https://download.pytorch.org/whl/cu128",
+    "pip install 'vllm @ https://github.com/vllm-project/vllm/releases/download/v0.30.0/"
+    "vllm-0.30.0+cu128-cp38-abi3-manylinux_2_35_x86_64.whl'",
+    "pip install -r requirements-gpu.txt",
+    "pip install --no-deps -e .",
+)
+DRIVER_RE = re.compile(r"^\d+(\.\d+)+$")
 
 
 class NoGPU(RuntimeError):
@@ -81,19 +90,26 @@ def driver_version() -> str | None:
     """The NVIDIA driver version (e.g. "550.54.15"), from nvidia-smi or /proc; None when there is none."""
     if shutil.which("nvidia-smi"):
         try:
-            out = subprocess.run(
+            result = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                 capture_output=True,
                 text=True,
                 timeout=30,
-            ).stdout.split()
+            )
+            out = result.stdout.split() if result.returncode == 0 else []
         except (OSError, subprocess.TimeoutExpired):
             out = []
-        if out:
+        if out and DRIVER_RE.match(out[0]):  # a failing nvidia-smi prints its complaint on stdout
             return out[0]
     proc = Path("/proc/driver/nvidia/version")
     match = re.search(r"Kernel Module\s+([0-9.]+)", proc.read_text()) if proc.is_file() else None
     return match.group(1) if match else None
+
+
+def install_for(driver: str) -> tuple[str, ...] | None:
+    """The install of the GPU set this driver runs: PyPI's CUDA 13 build from 580, the CUDA 12.8 build from 525."""
+    major = int(driver.split(".")[0])
+    return PYPI_INSTALL if major >= MIN_DRIVER[13] else CUDA12_INSTALL if major >= MIN_DRIVER[12] else None
 
 
 def diagnose(torch_cuda: str | None, driver: str | None, has_cuda: bool, has_unsloth: bool) -> str | None:
@@ -103,15 +119,15 @@ def diagnose(torch_cuda: str | None, driver: str | None, has_cuda: bool, has_uns
         torch_cuda: the CUDA version torch was built with (`torch.version.cuda`), None for a CPU build.
         driver: the NVIDIA driver version, None when no driver is installed.
     """
-    if torch_cuda is None:
-        return (
-            "the installed torch is a CPU build (torch.version.cuda is None), so there is no GPU backend. "
-            f"Install the GPU set: {GPU_INSTALL}"
-        )
     if driver is None:
         return (
             "no NVIDIA driver was found (no nvidia-smi, no /proc/driver/nvidia/version): this machine has no "
             "GPU. On Colab: Runtime > Change runtime type > T4 GPU, then run the notebook again."
+        )
+    if torch_cuda is None:
+        return (
+            "the installed torch is a CPU build (torch.version.cuda is None), so there is no GPU backend. "
+            f"Install the GPU set for driver {driver}: {' && '.join(install_for(driver) or ('(none: update the driver)',))}"
         )
     major, needed = int(torch_cuda.split(".")[0]), MIN_DRIVER.get(int(torch_cuda.split(".")[0]), 0)
     if int(driver.split(".")[0]) < needed:
@@ -128,7 +144,7 @@ def diagnose(torch_cuda: str | None, driver: str | None, has_cuda: bool, has_uns
             "CUDA_VISIBLE_DEVICES and nvidia-smi."
         )
     if not has_unsloth:
-        return f"CUDA works but Unsloth is not installed. Install the GPU set: {GPU_INSTALL}"
+        return f"CUDA works but Unsloth is not installed. Install the GPU set: {' && '.join(PYPI_INSTALL)}"
     return None
 
 

@@ -44,17 +44,19 @@ def pinned(package: str) -> str | None:
 
 
 def stack_installed() -> bool:
-    """Whether the pinned Unsloth and vLLM are the installed ones."""
+    """Whether the pinned Unsloth, vLLM, transformers and TRL are installed (a local build tag such as vLLM's
+    `+cu128` is the same release)."""
     try:
         return all(
-            importlib.metadata.version(p) == pinned(p) for p in ("unsloth", "vllm", "transformers", "trl")
+            importlib.metadata.version(p).split("+")[0] == pinned(p)
+            for p in ("unsloth", "vllm", "transformers", "trl")
         )
     except importlib.metadata.PackageNotFoundError:
         return False
 
 
 def install_commands(driver: str | None) -> list[str]:
-    """The pip commands for this driver: the PyPI set (CUDA 13) from driver 580, the CUDA 12.8 build from 525.
+    """The pip commands for this driver (`accelerator.install_for`), run from the repository root.
 
     Raises StopHere, before anything is installed, when no driver can run either build.
     """
@@ -63,20 +65,14 @@ def install_commands(driver: str | None) -> list[str]:
             "No GPU in this runtime. Runtime > Change runtime type > T4 GPU (or any GPU), Save, then run the "
             "notebook again."
         )
-    major = int(driver.split(".")[0])
-    editable = f"pip install --no-deps -e {shlex.quote(str(REPO))}"
-    requirements = shlex.quote(str(REQUIREMENTS_GPU))
-    if major >= accelerator.MIN_DRIVER[13]:
-        return [f"pip install vllm=={pinned('vllm')}", f"pip install -r {requirements}", editable]
-    if major >= accelerator.MIN_DRIVER[12]:
-        return [c.replace("requirements-gpu.txt", requirements) for c in accelerator.CUDA12_INSTALL] + [
-            editable
-        ]
-    raise StopHere(
-        f"NVIDIA driver {driver} is too old for the pinned stack: its PyPI build needs driver >= "
-        f"{accelerator.MIN_DRIVER[13]} (CUDA 13) and its CUDA 12.8 build driver >= {accelerator.MIN_DRIVER[12]}. "
-        "Use a runtime with a newer driver."
-    )
+    commands = accelerator.install_for(driver)
+    if commands is None:
+        raise StopHere(
+            f"NVIDIA driver {driver} is too old for the pinned stack: its PyPI build needs driver >= "
+            f"{accelerator.MIN_DRIVER[13]} (CUDA 13) and its CUDA 12.8 build driver >= {accelerator.MIN_DRIVER[12]}. "
+            "Use a runtime with a newer driver."
+        )
+    return list(commands)  # relative paths: `set_up` runs them from the repository root
 
 
 def link_outputs(drive_dir: str, repo: Path = REPO) -> Path:

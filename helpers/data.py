@@ -138,6 +138,7 @@ def load_gsm8k(split: str, source: str | os.PathLike | None = None) -> datasets.
 # pinned inside the template makes every renderer write the same prompt, on every day a run is resumed.
 PROMPT_DATE = "26 Jul 2024"
 DATE_PIN = '{%- set date_string = "' + PROMPT_DATE + '" -%}'
+PIN_RE = re.compile(r'^\{%- set date_string = "[^"]*" -%\}')
 
 
 def build_messages(question: str) -> list[dict[str, str]]:
@@ -150,7 +151,9 @@ def pin_template_date(tokenizer: Any) -> Any:
     is left alone). `models.load_model` applies it, so the trainers render with it too."""
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, str) and "date_string" in template and not template.startswith(DATE_PIN):
-        tokenizer.chat_template = DATE_PIN + template
+        tokenizer.chat_template = DATE_PIN + PIN_RE.sub(
+            "", template
+        )  # a saved template may hold an older pin
     return tokenizer
 
 

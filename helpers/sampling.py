@@ -7,6 +7,7 @@ and write the same rows, graded with `answers`.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import json
 import logging
@@ -190,42 +191,41 @@ def sample_isolated(model_ref: str, problems: Any, **kwargs: Any) -> pd.DataFram
 
     On a GPU a vLLM engine holds its share of the card until its process ends (deleting it is not enough), and
     notebook 05 trains three variants after sampling. The child's output (progress, errors) is relayed here;
-    rows it wrote are kept if it fails, and a rerun resumes. Same arguments as `sample`, JSON-able values.
+    an interrupt kills it; rows it wrote are kept if it fails, and a rerun resumes. Same arguments as `sample`.
     """
     _validate(
         problems, kwargs["k"], kwargs["temperature"], kwargs.get("top_p", 1.0), kwargs["max_new_tokens"]
     )
-    job = {
-        "model": model_ref,
-        "problems": problems.to_list(),
-        "kwargs": {**kwargs, "out_path": str(kwargs["out_path"])},
-    }
+    plain = {key: str(value) if isinstance(value, os.PathLike) else value for key, value in kwargs.items()}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump(job, f)
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
-        ),
-    }
-    tail = b""
+        json.dump({"model": model_ref, "problems": problems.to_list(), "kwargs": plain}, f)
+    root = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "helpers.sampling", f.name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     try:
-        with subprocess.Popen(
-            [sys.executable, "-m", "helpers.sampling", f.name],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-        ) as child:
-            for chunk in iter(lambda: child.stdout.read1(4096), b""):
-                sys.stderr.write(chunk.decode(errors="replace"))
-                sys.stderr.flush()
-                tail = (tail + chunk)[-4000:]
+        for chunk in iter(lambda: child.stdout.read1(4096), b""):
+            text = decoder.decode(chunk)
+            sys.stderr.write(text)
+            sys.stderr.flush()
+            tail = (tail + text)[-4000:]
+        child.wait()
+    except BaseException:  # an interrupt must not leave the child holding the GPU
+        child.kill()
+        child.wait()
+        raise
     finally:
+        child.stdout.close()
         os.unlink(f.name)
     if child.returncode:
         raise RuntimeError(
             f"Sampling in a child process failed (exit {child.returncode}); rows it wrote are kept in "
-            f"{kwargs['out_path']} and a rerun resumes. Its last output:\n{tail.decode(errors='replace')}"
+            f"{kwargs['out_path']} and a rerun resumes. Its last output:\n{tail}"
         )
     return sample(model_ref, problems, **kwargs)  # every row is written now: this reads and grades them
 

@@ -38,9 +38,11 @@ def notebook_imports(path: Path) -> str:
     return "\n".join(line for c in cells if c.cell_type == "code" for line in import_lines(c.source))
 
 
+ENTRY_MODULES = ("pipeline", "training", "sampling", "evaluation", "models", "colab")
 ENTRY_POINTS = {
     **{f"notebook {p.stem}": notebook_imports(p) for p in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))},
-    **{f"helpers.{p.stem}": f"import helpers.{p.stem}" for p in sorted((ROOT / "helpers").glob("[a-z]*.py"))},
+    # Every helpers module runs helpers/__init__ first; these are the ones a user starts from.
+    **{f"helpers.{name}": f"import helpers.{name}" for name in ENTRY_MODULES},
     **{
         f"scripts/{p.name}": "\n".join(import_lines(p.read_text()))
         for p in sorted((ROOT / "scripts").glob("*.py"))
@@ -48,11 +50,16 @@ ENTRY_POINTS = {
 }
 
 
-def first_import(code: str, tmp: Path, extra_path: Path = FAKE_GPU) -> dict | None:
+def standin_env(record: Path, cuda: bool = True) -> dict[str, str]:
+    """The environment of a process on the stand-in machine (CUDA faked or not)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAKE_GPU), str(ROOT)])}
+    return env | {"GSM8K_IMPORT_RECORD": str(record), "GSM8K_FAKE_CUDA": "1" if cuda else "0"}
+
+
+def first_import(code: str, tmp: Path) -> dict | None:
     """Run `code` on the stand-in GPU machine; the record of the first watched import, or None if none came."""
     record = tmp / f"record-{abs(hash(code))}.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(extra_path), str(ROOT)])}
-    env["GSM8K_IMPORT_RECORD"] = str(record)
+    env = standin_env(record)
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
@@ -91,15 +98,26 @@ def test_the_recorder_catches_a_wrong_order(tmp_path: Path) -> None:
     assert first_import("import trl\nimport helpers", tmp_path) == {"first": "trl", "unsloth_before": False}
     code = "import sys\nsys.modules['peft'] = object()\ntry:\n    import helpers\nexcept ImportError as e:\n"
     code += "    print(e)\n    raise SystemExit(0)\nraise SystemExit('helpers imported after peft')"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAKE_GPU), str(ROOT)])}
-    env["GSM8K_IMPORT_RECORD"] = str(tmp_path / "unused.json")
+    env = standin_env(tmp_path / "unused.json")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "peft was imported before Unsloth" in result.stdout and "Restart the kernel" in result.stdout
 
 
-def test_without_cuda_unsloth_is_not_imported() -> None:
-    """On this machine (no CUDA, no Unsloth) importing helpers imports neither Unsloth nor torch."""
+def test_without_cuda_unsloth_is_not_imported(tmp_path: Path) -> None:
+    """Unsloth installed but no CUDA: importing helpers does not import it (its CPU mode is not ours)."""
+    code = "import sys, helpers.training; print('unsloth' in sys.modules)"
+    env = standin_env(tmp_path / "record.json", cuda=False)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert json.loads((tmp_path / "record.json").read_text()) == {
+        "first": "transformers",
+        "unsloth_before": False,
+    }
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_without_unsloth_helpers_imports_nothing_heavy() -> None:
+    """The CPU set (no Unsloth): importing the light modules imports neither Unsloth nor torch."""
     code = "import sys, helpers.answers; print('unsloth' in sys.modules, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]

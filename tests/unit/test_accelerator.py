@@ -51,8 +51,16 @@ def test_without_cuda_there_is_no_bf16() -> None:
 @pytest.mark.parametrize(
     ("torch_cuda", "driver", "has_cuda", "has_unsloth", "expected"),
     [
-        (None, None, False, False, "CPU build"),  # the CPU set: install the GPU set
-        ("13.0", None, False, True, "no NVIDIA driver"),  # no GPU at all
+        (
+            None,
+            None,
+            False,
+            False,
+            "no NVIDIA driver",
+        ),  # a laptop with the CPU set: no GPU, whatever is installed
+        ("13.0", None, False, True, "no NVIDIA driver"),
+        (None, "580.65.06", False, False, "CPU build"),  # a GPU machine with the CPU set: install the GPU set
+        (None, "550.54.15", False, False, "torch==2.13.0+cu128"),  # ... the build its driver runs
         (
             "13.0",
             "550.54.15",
@@ -92,3 +100,14 @@ def test_the_pipeline_prints_the_refusal(tmp_path: Path, capsys: pytest.CaptureF
         pytest.skip("this machine has CUDA")
     assert pipeline.main(["run", "--profile", "gpu-smoke", "--run-dir", str(tmp_path / "r")]) == 1
     assert "error: Profile 'gpu-smoke' runs on a GPU only" in capsys.readouterr().err
+
+
+def test_a_failing_nvidia_smi_is_not_a_driver_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """nvidia-smi that cannot reach the driver prints its complaint on stdout and exits 9."""
+    complaint = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
+    monkeypatch.setattr(accelerator.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
+    monkeypatch.setattr(
+        accelerator.subprocess, "run", lambda *a, **k: type("R", (), {"returncode": 9, "stdout": complaint})()
+    )
+    monkeypatch.setattr(accelerator, "Path", lambda p: Path("/nonexistent/driver/version"))
+    assert accelerator.driver_version() is None

@@ -13,18 +13,39 @@ from helpers import colab
 
 
 @pytest.mark.parametrize(
-    ("driver", "expected"),
+    ("driver", "first"),
     [
         ("580.82.07", "pip install vllm==0.30.0"),  # CUDA 13 driver: the PyPI wheels
         ("590.48.01", "pip install vllm==0.30.0"),
-        ("550.54.15", "cu128"),  # an older Colab driver: the CUDA 12.8 build
-        ("525.60.13", "cu128"),
+        ("550.54.15", "pip install torch==2.13.0+cu128"),  # an older Colab driver: the CUDA 12.8 build
+        ("525.60.13", "pip install torch==2.13.0+cu128"),
     ],
 )
-def test_the_install_follows_the_driver(driver: str, expected: str) -> None:
+def test_the_install_follows_the_driver(driver: str, first: str) -> None:
     commands = colab.install_commands(driver)
-    assert expected in commands[0] and commands[-1].startswith("pip install --no-deps -e ")
-    assert any("requirements-gpu.txt" in c for c in commands)
+    assert commands[0].startswith(first) and commands[-1] == "pip install --no-deps -e ."
+    assert "pip install -r requirements-gpu.txt" in commands  # run from the repository root
+
+
+@pytest.mark.parametrize(
+    ("versions", "installed"),
+    [
+        ({"unsloth": "2026.10.9", "vllm": "0.30.0", "transformers": "5.17.0", "trl": "1.14.2"}, True),
+        ({"unsloth": "2026.10.9", "vllm": "0.30.0+cu128", "transformers": "5.17.0", "trl": "1.14.2"}, True),
+        ({"unsloth": "2026.10.9", "vllm": "0.15.1", "transformers": "5.17.0", "trl": "1.14.2"}, False),
+        ({"vllm": "0.30.0", "transformers": "5.17.0", "trl": "1.14.2"}, False),  # no Unsloth
+    ],
+)
+def test_the_installed_stack_is_recognized(monkeypatch, versions: dict, installed: bool) -> None:
+    """After the restart the CUDA 12.8 build (vllm 0.30.0+cu128) counts as installed: no second install."""
+
+    def version(name: str) -> str:
+        if name not in versions:
+            raise colab.importlib.metadata.PackageNotFoundError(name)
+        return versions[name]
+
+    monkeypatch.setattr(colab.importlib.metadata, "version", version)
+    assert colab.stack_installed() is installed
 
 
 @pytest.mark.parametrize(

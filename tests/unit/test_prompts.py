@@ -15,7 +15,7 @@ from pathlib import Path
 import datasets
 import pytest
 
-from helpers import data, filtering, models, rewards
+from helpers import data, filtering, models
 
 DATED_TEMPLATE = (
     "{{ bos_token }}{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
@@ -100,4 +100,12 @@ def test_grpo_prompts_are_the_sampling_prompt(dated, tmp_path: Path) -> None:
                           train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)  # fmt: skip
     prompt_ids = trainer._tokenize_prompts([rows[0]["prompt"]])[0][0]  # what GRPO generates from (TRL 1.14.2)
     assert list(prompt_ids) == sampled_ids(tokenizer)
-    assert rewards.correctness_reward  # the series' rewards take these rows as they are
+
+
+def test_an_older_pin_is_replaced_not_stacked(dated) -> None:
+    """A tokenizer saved with a template pinned to another date gets exactly one pin, to PROMPT_DATE."""
+    old = copy.deepcopy(dated[1])
+    old.chat_template = '{%- set date_string = "1 Jan 2020" -%}' + DATED_TEMPLATE
+    text = data.render_prompt(data.pin_template_date(old), QUESTION)
+    assert f"Today Date: {data.PROMPT_DATE}\n" in text and "1 Jan 2020" not in old.chat_template
+    assert old.chat_template.count(data.DATE_PIN) == 1

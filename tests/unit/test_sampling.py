@@ -230,3 +230,24 @@ def test_sampling_in_a_child_process_writes_the_same_rows(problems, tmp_path: Pa
 def test_a_failing_child_names_its_error_and_keeps_the_rows(problems, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="(?s)failed \\(exit 1\\).*Unknown model 'no-such-model'"):
         sampling.sample_isolated("no-such-model", problems, out_path=tmp_path / "s.jsonl", **SETTINGS)
+
+
+def test_an_interrupt_kills_the_child(problems, tmp_path: Path, monkeypatch) -> None:
+    """Interrupting the kernel while a child samples must not leave it holding its engine (and the GPU)."""
+    started = []
+    popen = sampling.subprocess.Popen
+    monkeypatch.setattr(
+        sampling.subprocess, "Popen", lambda *a, **k: started.append(popen(*a, **k)) or started[-1]
+    )
+
+    class InterruptedStderr:
+        def write(self, text: str) -> None:
+            raise KeyboardInterrupt  # the user presses stop while the child's output is relayed
+
+        def flush(self) -> None:
+            pass
+
+    monkeypatch.setattr(sampling.sys, "stderr", InterruptedStderr())
+    with pytest.raises(KeyboardInterrupt):
+        sampling.sample_isolated("smollm2-135m", problems, out_path=tmp_path / "s.jsonl", **SETTINGS)
+    assert started and started[0].poll() is not None  # killed, not left running
