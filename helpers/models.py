@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from helpers import data
+from helpers import accelerator, data
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,7 @@ def resolve_backend(backend: str = "auto") -> tuple[str, str]:
     """The backend to use and the reason, logged by the loaders."""
     if backend not in BACKENDS:
         raise ValueError(f"Unknown backend {backend!r}. Choose one of: {', '.join(BACKENDS)}.")
-    has_cuda = torch.cuda.is_available()
-    has_unsloth = importlib.util.find_spec("unsloth") is not None
+    has_cuda, has_unsloth = accelerator.cuda_available(), accelerator.unsloth_installed()
     if backend == "unsloth" and not has_cuda:
         raise RuntimeError("backend='unsloth' needs a CUDA GPU, but there is no CUDA device. Use 'auto'.")
     if backend == "unsloth" and not has_unsloth:
