@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="hub id or local checkpoint (default: the profile's model)")
     parser.add_argument("--out", type=Path, default=Path("outputs/gpu_smoke"), help="directory to write")
     parser.add_argument("--cpu", action="store_true", help="run the same checks on the CPU path")
+    parser.add_argument(
+        "--problems", type=int, default=4, help="toy training problems to sample and train on"
+    )
     args = parser.parse_args(argv)
     if args.cpu and accelerator.cuda_available():
         print("error: --cpu checks the CPU path, which a machine with CUDA does not take: run without it.",
@@ -129,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     c = config.resolve(CPU_PROFILE if args.cpu else GPU_PROFILE, model=args.model)
     run = runs.Run(args.out.resolve(), c)
-    problems = data.make_arithmetic(4, seed=c.seed, split="train")
+    problems = data.make_arithmetic(args.problems, seed=c.seed, split="train")
     sft_rows, orpo_rows, grpo_rows = toy_rows(problems)
     draw = {
         "k": 2,

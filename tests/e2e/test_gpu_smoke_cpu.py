@@ -20,7 +20,7 @@ CHECKS = ("load", "lora", "sample", "sft_step", "grpo_step", "orpo_step", "save"
 
 @pytest.mark.slow
 def test_every_check_passes_on_the_cpu_path(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--out", str(tmp_path)], cwd=ROOT,
+    result = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--problems", "2", "--out", str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     verdicts = [line for line in result.stdout.splitlines() if line.split(" ")[0] in ("PASS", "FAIL", "SKIP")]
     assert [line.split(":")[0] for line in verdicts] == [f"PASS {c}" for c in CHECKS], (

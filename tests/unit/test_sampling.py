@@ -183,7 +183,7 @@ def test_the_vllm_path_on_a_standin_unsloth_base(smollm2, problems, tmp_path, mo
 def test_both_backends_cut_and_count_tokens_the_same_way(smollm2, problems, tmp_path, monkeypatch) -> None:
     """Greedy samples: vLLM (stand-in) decodes on past the answer line; the rows equal the CPU loop's."""
     standin_unsloth.install(monkeypatch)
-    greedy = {**SETTINGS, "temperature": 0.0, "max_new_tokens": 48}
+    greedy = {**SETTINGS, "temperature": 0.0, "max_new_tokens": 32}
     cpu = sampling.sample(smollm2, problems, out_path=tmp_path / "cpu.jsonl", **greedy)
     base, _ = standin_unsloth.load_base(*smollm2)
     gpu = sampling.sample((base, smollm2[1]), problems, out_path=tmp_path / "gpu.jsonl", **greedy)
