@@ -130,7 +130,8 @@ def diagnose(torch_cuda: str | None, driver: str | None, has_cuda: bool, has_uns
             "the installed torch is a CPU build (torch.version.cuda is None), so there is no GPU backend. "
             f"Install the GPU set for driver {driver}: {' && '.join(install_for(driver) or ('(none: update the driver)',))}"
         )
-    major, needed = int(torch_cuda.split(".")[0]), MIN_DRIVER.get(int(torch_cuda.split(".")[0]), 0)
+    major = int(torch_cuda.split(".")[0])
+    needed = MIN_DRIVER.get(major, 0)
     if int(driver.split(".")[0]) < needed:
         return (
             f"NVIDIA driver {driver} is too old for the installed build (torch built with CUDA {torch_cuda}, "

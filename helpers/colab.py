@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from helpers import accelerator
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIREMENTS_GPU = REPO / "requirements-gpu.txt"
+PIN_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)(\[[^\]]*\])?\s*==\s*([^\s;#]+)")
 RESTART = (
     "The GPU stack is installed. Restart the session now (Runtime > Restart session), then run the notebook "
     "again (Runtime > Run all): the running kernel still holds the versions it had before."
@@ -34,13 +36,24 @@ def on_colab() -> bool:
     return any(key.startswith("COLAB_") for key in os.environ)
 
 
+def normalize(name: str) -> str:
+    """PEP 503 name: `unsloth_zoo` and `unsloth-zoo` are one package."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_pins(path: Path = REQUIREMENTS_GPU) -> dict[str, str]:
+    """{normalized name: version} of every `name==version` line (extras allowed, comments ignored)."""
+    pins = {}
+    for line in path.read_text().splitlines():
+        match = PIN_RE.match(line)
+        if match:
+            pins[normalize(match.group(1))] = match.group(3)
+    return pins
+
+
 def pinned(package: str) -> str | None:
     """The version requirements-gpu.txt pins for `package`."""
-    for line in REQUIREMENTS_GPU.read_text().splitlines():
-        name, _, version = line.split("#")[0].strip().partition("==")
-        if name.lower() == package.lower() and version:
-            return version.strip()
-    return None
+    return read_pins().get(normalize(package))
 
 
 def stack_installed() -> bool:

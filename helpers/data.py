@@ -151,9 +151,8 @@ def pin_template_date(tokenizer: Any) -> Any:
     is left alone). `models.load_model` applies it, so the trainers render with it too."""
     template = getattr(tokenizer, "chat_template", None)
     if isinstance(template, str) and "date_string" in template and not template.startswith(DATE_PIN):
-        tokenizer.chat_template = DATE_PIN + PIN_RE.sub(
-            "", template
-        )  # a saved template may hold an older pin
+        # A tokenizer saved by an earlier run may hold a pin to another date: replace it, never stack two.
+        tokenizer.chat_template = DATE_PIN + PIN_RE.sub("", template)
     return tokenizer
 
 

@@ -37,6 +37,8 @@ LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "uns
 # vLLM >= 0.28 has no bitsandbytes of its own: Unsloth's 4-bit + fast_inference imports this plugin, else raises
 # (unsloth_zoo/vllm_utils.py); the GPU set does not install it, so 4 bit is refused here with the way out.
 BNB_PLUGIN = "vllm_bnb_plugin"
+# What `load_model` writes on every model it returns, and what sampling and saving read back.
+MODEL_TAGS = ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter")
 
 
 def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
@@ -290,9 +292,14 @@ def add_lora(
             task_type="CAUSAL_LM",
         )
         peft_model = get_peft_model(model, config)
-    for attr in ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter"):
-        setattr(peft_model, attr, getattr(model, attr, None))
+    copy_tags(model, peft_model)
     return peft_model
+
+
+def copy_tags(source: Any, target: Any) -> None:
+    """Carry `load_model`'s tags (base name, backend, adapter) to a model that wraps or replaces `source`."""
+    for attr in MODEL_TAGS:
+        setattr(target, attr, getattr(source, attr, None))
 
 
 def library_versions() -> dict[str, str]:

@@ -305,6 +305,12 @@ def _cpu_completions(
         }
 
 
+def prompt_token_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The tokens vLLM is sent for a rendered prompt. Token ids, not text: vLLM would add a second BOS in front
+    of the chat template's own."""
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
 def _vllm_completions(
     model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw, adapter: Any
 ) -> Iterator[dict[str, Any]]:
@@ -312,6 +318,9 @@ def _vllm_completions(
 
     lora = models.lora_request(model, adapter) if adapter else None
     eos = decoding.eos_ids(model, tokenizer)
+    token_ids = {
+        pid: prompt_token_ids(tokenizer, prompts[pid]) for pid in todo
+    }  # once per problem, not per sample
     requests = [(pid, idx) for pid in todo for idx in todo[pid]]
     for start in range(0, len(requests), VLLM_CHUNK):
         chunk = requests[start : start + VLLM_CHUNK]
@@ -330,11 +339,7 @@ def _vllm_completions(
             )
             for pid, idx in chunk
         ]
-        # Token ids, not text: vLLM would add a second BOS in front of the chat template's own.
-        token_prompts = [
-            {"prompt_token_ids": tokenizer(prompts[pid], add_special_tokens=False)["input_ids"]}
-            for pid, _ in chunk
-        ]
+        token_prompts = [{"prompt_token_ids": token_ids[pid]} for pid, _ in chunk]
         outs = model.fast_generate(token_prompts, sampling_params=params, lora_request=lora, use_tqdm=False)
         for (pid, idx), out in zip(chunk, outs, strict=True):
             # vLLM runs on past the answer line: cut and count its tokens by the CPU loop's own rule.

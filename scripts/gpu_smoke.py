@@ -87,7 +87,7 @@ def seeds_cost(model: Any, tokenizer: Any, problems: Any, c: config.RunConfig) -
     """Throughput of the same requests with and without per-sample seeds (GPU_NOTES §10.9): measured here."""
     from vllm import SamplingParams
 
-    prompts = [{"prompt_token_ids": tokenizer(data.render_prompt(tokenizer, q), add_special_tokens=False)["input_ids"]}
+    prompts = [{"prompt_token_ids": sampling.prompt_token_ids(tokenizer, data.render_prompt(tokenizer, q))}
                for q in problems["question"]] * 16  # fmt: skip
 
     def rate(seeded: bool) -> float:
@@ -159,11 +159,14 @@ def main(argv: list[str] | None = None) -> int:
         state["model"] = models.add_lora(state["model"], r=c.lora_r, alpha=c.lora_alpha, seed=c.seed)
         return f"r={c.lora_r}, alpha={c.lora_alpha}"
 
-    def sample(name: str, **extra: Any) -> Callable[[], str]:
+    def sample(name: str, model_ref: Any = None, adapter: Any = None) -> Callable[[], str]:
+        """A check sampling `model_ref` (default: the model under test) into `<name>.jsonl`."""
+
         def go() -> str:
-            model_ref = extra.pop("model_ref", (state["model"], state["tokenizer"]))
-            rows = sampling.sample(model_ref, problems, out_path=args.out / f"{name}.jsonl", **draw, **extra)
-            stats = sampling.read_stats(args.out / f"{name}.jsonl")
+            path = args.out / f"{name}.jsonl"
+            ref = model_ref or (state["model"], state["tokenizer"])
+            rows = sampling.sample(ref, problems, out_path=path, adapter=adapter, **draw)
+            stats = sampling.read_stats(path)
             return f"{len(rows)} samples, {rows['has_format'].mean():.0%} with the #### line, {stats['tokens_per_s']:.0f} tok/s"
 
         return go
@@ -177,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             detail = step(trainer, key)
             if getattr(trainer.args, "use_vllm", False):
                 detail += ", generating with vLLM"
-            for attr in ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter"):  # what sampling reads off the model
-                setattr(trainer.model, attr, getattr(state["model"], attr))
+            models.copy_tags(state["model"], trainer.model)  # sampling reads them off the model
             state["model"] = trainer.model
             return detail
 
@@ -203,11 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("orpo_step", train(training.orpo_trainer, orpo_rows, "loss"), ("lora",))
     checks.run("save", save, ("lora",))
     # Reload through the same engine: the saved adapter as a LoRA request (GPU); on the CPU, loaded and merged.
-    reload = (
-        {"adapter": state.get("adapter")}
-        if not args.cpu
-        else {"model_ref": c.model, "adapter": state.get("adapter")}
-    )
+    reload = {"adapter": state.get("adapter"), "model_ref": c.model if args.cpu else None}
     checks.run("reload", sample("adapter", **reload), ("save",))
     return checks.verdict()
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from helpers import models
+
 UNSLOTH_ATTRIBUTES = (
     "vllm_engine",
     "fast_generate",
@@ -28,7 +30,7 @@ UNSLOTH_ATTRIBUTES = (
     "generate",
     "_unsloth_offload_embedding_mode",
 )
-OUR_ATTRIBUTES = ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter")  # set by helpers.models.load_model
+OUR_ATTRIBUTES = models.MODEL_TAGS  # set by helpers.models.load_model
 
 
 class StandInBase:

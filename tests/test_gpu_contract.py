@@ -36,6 +36,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.colab import normalize, read_pins  # the one reader of requirements-gpu.txt pins
+
 ROOT = Path(__file__).resolve().parents[1]
 HELPERS_DIR = ROOT / "helpers"
 REQUIREMENTS_GPU = ROOT / "requirements-gpu.txt"
@@ -95,21 +97,6 @@ KNOWN_PASSTHROUGH_KWARGS: frozenset[str] = frozenset()  # genuine pass-through k
 
 
 # --- pins and wheels ---------------------------------------------------------------------------------------
-
-
-def normalize(name: str) -> str:
-    """PEP 503 name: `unsloth_zoo` and `unsloth-zoo` are one package."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def read_pins(path: Path = REQUIREMENTS_GPU) -> dict[str, str]:
-    """{normalized name: version} of every `name==version` line (extras allowed, comments ignored)."""
-    pins = {}
-    for line in path.read_text().splitlines():
-        match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9_.-]*)(\[[^\]]*\])?\s*==\s*([^\s;#]+)", line)
-        if match:
-            pins[normalize(match.group(1))] = match.group(3)
-    return pins
 
 
 def wheel_dir() -> Path:

@@ -9,13 +9,11 @@ Run: `.venv/bin/python -m pytest tests/unit/test_prompts.py`
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 
-import datasets
 import pytest
 
-from helpers import data, filtering, models
+from helpers import config, data, filtering, models, runs, sampling, training
 
 DATED_TEMPLATE = (
     "{{ bos_token }}{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
@@ -25,7 +23,12 @@ DATED_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 QUESTION = "Tom has 7 apples and gets 5 more. How many apples does Tom have now?"
-CPU_ARGS = {"use_cpu": True, "bf16": False, "report_to": [], "per_device_train_batch_size": 2}
+SMOKE = config.PROFILES["smoke"]
+
+
+def series_args(tmp_path: Path) -> dict:
+    """The TrainingArguments the series gives every trainer (without TensorBoard)."""
+    return {**training.trainer_args(runs.Run(tmp_path, SMOKE), "PROMPTS"), "report_to": []}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +41,8 @@ def dated() -> tuple:
 
 
 def sampled_ids(tokenizer) -> list[int]:
-    """What sampling sends to vLLM (helpers.sampling: the rendered prompt, no extra special tokens)."""
-    return tokenizer(data.render_prompt(tokenizer, QUESTION), add_special_tokens=False)["input_ids"]
+    """What sampling sends to vLLM."""
+    return sampling.prompt_token_ids(tokenizer, data.render_prompt(tokenizer, QUESTION))
 
 
 def test_the_pinned_template_writes_the_fixed_date(dated) -> None:
@@ -57,47 +60,32 @@ def test_a_template_without_a_date_is_left_alone(smollm2) -> None:
 
 
 def test_sft_rows_carry_the_sampling_prompt(dated, tmp_path: Path) -> None:
-    from trl import SFTConfig, SFTTrainer
-
     model, tokenizer = dated
     row = {
         "prompt": data.build_messages(QUESTION),
         "completion": [{"role": "assistant", "content": "5+7=12\n#### 12"}],
     }
-    config = SFTConfig(output_dir=str(tmp_path), completion_only_loss=True, max_length=512, **CPU_ARGS)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list([row] * 2),
-                         processing_class=tokenizer)  # fmt: skip
+    trainer = training.sft_trainer(model, tokenizer, series_args(tmp_path), [row] * 2, SMOKE)
     example = trainer.train_dataset[0]
     prompt_len = next(i for i, label in enumerate(example["labels"]) if label != -100)  # TRL masks the prompt
     assert example["input_ids"][:prompt_len] == sampled_ids(tokenizer)
 
 
 def test_orpo_pairs_carry_the_sampling_prompt(dated, tmp_path: Path) -> None:
-    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-
     model, tokenizer = dated
     graded = __import__("pandas").DataFrame(
         {"problem_id": ["p", "p"], "sample_idx": [0, 1], "completion": ["#### 12", "#### 11"],
          "lenient_correct": [True, False]}
     )  # fmt: skip
-    pairs = filtering.build_orpo_pairs(graded, {"p": QUESTION})
-    rows = [{c: p[c] for c in ("prompt", "chosen", "rejected")} for p in pairs] * 2
-    trainer = ORPOTrainer(model=model, args=ORPOConfig(output_dir=str(tmp_path), max_length=512, **CPU_ARGS),
-                          train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)  # fmt: skip
+    pairs = filtering.build_orpo_pairs(graded, {"p": QUESTION}) * 2
+    trainer = training.orpo_trainer(model, tokenizer, series_args(tmp_path), pairs, SMOKE)
     assert trainer.train_dataset[0]["prompt_input_ids"] == sampled_ids(tokenizer)
 
 
 def test_grpo_prompts_are_the_sampling_prompt(dated, tmp_path: Path) -> None:
-    from trl import GRPOConfig, GRPOTrainer
-
-    from helpers import training
-
     model, tokenizer = dated
     rows = [{"prompt": data.build_messages(QUESTION), "answer": "12"}] * 2
-    config = GRPOConfig(output_dir=str(tmp_path), num_generations=2, max_completion_length=8, **CPU_ARGS)
-    trainer = GRPOTrainer(model=model, reward_funcs=list(training.GRPO_REWARDS), args=config,
-                          train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer)  # fmt: skip
+    trainer = training.grpo_trainer(model, tokenizer, series_args(tmp_path), rows, SMOKE, max_steps=1)
     prompt_ids = trainer._tokenize_prompts([rows[0]["prompt"]])[0][0]  # what GRPO generates from (TRL 1.14.2)
     assert list(prompt_ids) == sampled_ids(tokenizer)
 
