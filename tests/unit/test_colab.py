@@ -15,8 +15,8 @@ from helpers import colab
 @pytest.mark.parametrize(
     ("driver", "first"),
     [
-        ("580.82.07", "pip install vllm==0.30.0"),  # CUDA 13 driver: the PyPI wheels
-        ("590.48.01", "pip install vllm==0.30.0"),
+        ("580.82.07", "pip install vllm==0.32.0"),  # CUDA 13 driver: the PyPI wheels
+        ("590.48.01", "pip install vllm==0.32.0"),
         ("550.54.15", "pip install torch==2.13.0+cu128"),  # an older Colab driver: the CUDA 12.8 build
         ("525.60.13", "pip install torch==2.13.0+cu128"),
     ],
@@ -30,14 +30,14 @@ def test_the_install_follows_the_driver(driver: str, first: str) -> None:
 @pytest.mark.parametrize(
     ("versions", "installed"),
     [
-        ({"unsloth": "2026.10.9", "vllm": "0.30.0", "transformers": "5.17.0", "trl": "1.14.2"}, True),
-        ({"unsloth": "2026.10.9", "vllm": "0.30.0+cu128", "transformers": "5.17.0", "trl": "1.14.2"}, True),
+        ({"unsloth": "2026.10.9", "vllm": "0.32.0", "transformers": "5.17.0", "trl": "1.14.2"}, True),
+        ({"unsloth": "2026.10.9", "vllm": "0.32.0+cu128", "transformers": "5.17.0", "trl": "1.14.2"}, True),
         ({"unsloth": "2026.10.9", "vllm": "0.15.1", "transformers": "5.17.0", "trl": "1.14.2"}, False),
-        ({"vllm": "0.30.0", "transformers": "5.17.0", "trl": "1.14.2"}, False),  # no Unsloth
+        ({"vllm": "0.32.0", "transformers": "5.17.0", "trl": "1.14.2"}, False),  # no Unsloth
     ],
 )
 def test_the_installed_stack_is_recognized(monkeypatch, versions: dict, installed: bool) -> None:
-    """After the restart the CUDA 12.8 build (vllm 0.30.0+cu128) counts as installed: no second install."""
+    """After the restart the CUDA 12.8 build (vllm 0.32.0+cu128) counts as installed: no second install."""
 
     def version(name: str) -> str:
         if name not in versions:
@@ -57,7 +57,7 @@ def test_no_usable_driver_stops_before_installing(driver, expected: str) -> None
 
 
 def test_pins_are_read_from_the_gpu_requirements() -> None:
-    assert colab.pinned("vllm") == "0.30.0" and colab.pinned("unsloth") == "2026.10.9"
+    assert colab.pinned("vllm") == "0.32.0" and colab.pinned("unsloth") == "2026.10.9"
     assert colab.pinned("no-such-package") is None
 
 

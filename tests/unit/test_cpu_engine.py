@@ -1,0 +1,169 @@
+"""vLLM on the CPU (`helpers.cpu_engine`) and sampling through it: `pytest tests/unit/test_cpu_engine.py`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers import cpu_engine, data, models, sampling
+
+SETTINGS = {"k": 2, "temperature": 0.7, "max_new_tokens": 24, "seed": 0}
+ROW = ["problem_id", "sample_idx", "completion", "n_tokens", "finish_reason"]
+KEY = ["problem_id", "sample_idx"]
+needs_vllm = pytest.mark.skipif(cpu_engine.unavailable() is not None, reason=str(cpu_engine.unavailable()))
+
+
+@pytest.fixture
+def problems(gsm8k_dir: Path):
+    return data.load_gsm8k("train", source=gsm8k_dir).select([4, 3])
+
+
+def rows(frame) -> list:
+    return frame[ROW].sort_values(KEY).values.tolist()
+
+
+@pytest.mark.parametrize(("r", "rank"), [(1, 1), (2, 8), (8, 8), (9, 16), (64, 64), (300, 320)])
+def test_lora_rank_rounds_up_to_one_vllm_accepts(r: int, rank: int) -> None:
+    assert cpu_engine.lora_rank(r) == rank
+
+
+def test_a_lora_rank_above_vllms_largest_is_refused() -> None:
+    with pytest.raises(ValueError, match="above vLLM's largest"):
+        cpu_engine.lora_rank(1024)
+
+
+def test_kv_cache_is_sized_from_the_model_and_profile() -> None:
+    path = models.materialize_smollm2()
+    cfg = json.loads((path / "config.json").read_text())
+    head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
+    per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * 4
+    assert cpu_engine.kv_cache_bytes(path, 1024, rows=32) == per_token * 1024 * 32
+    assert cpu_engine.kv_cache_bytes(path, 2048, rows=32) == 2 * per_token * 1024 * 32
+
+
+def test_kv_cache_never_takes_more_than_its_share_of_the_machine(monkeypatch) -> None:
+    pages = {"SC_PAGE_SIZE": 4096, "SC_PHYS_PAGES": (1 << 30) // 4096}  # a 1 GiB machine
+    monkeypatch.setattr(cpu_engine.os, "sysconf", pages.__getitem__)
+    assert cpu_engine.kv_cache_bytes(models.materialize_smollm2(), 4096) == cpu_engine.KV_SHARE_MAX * (
+        1 << 30
+    )
+
+
+def test_configure_keeps_what_the_user_set(monkeypatch) -> None:
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    cpu_engine.configure(int(1.5 * cpu_engine.GIB))
+    env = sampling.os.environ
+    assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"  # the user's, not ours
+    assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_without_vllm_the_decode_loop_samples_and_says_so(problems, tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(cpu_engine, "unavailable", lambda: "vllm-cpu is not installed")
+    with caplog.at_level(logging.WARNING, logger="helpers.sampling"):
+        frame = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "s.jsonl", **SETTINGS)
+    assert set(frame["backend"]) == {"transformers"} and len(frame) == 4
+    assert "vllm-cpu is not installed" in caplog.text and "decode loop" in caplog.text
+    with pytest.raises(RuntimeError, match="vllm-cpu is not installed"):
+        cpu_engine.load("smollm2-135m", str(models.materialize_smollm2()))
+
+
+@needs_vllm
+def test_a_model_name_samples_through_vllm_and_resumes_with_the_same_text(
+    smollm2, problems, tmp_path, monkeypatch
+) -> None:
+    """The series' CPU path: vLLM rows, seeded per sample, so a killed run resumes with the text it would have
+    drawn; the rows carry backend `vllm` and its engine is closed afterwards."""
+    whole = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "whole.jsonl", **SETTINGS)
+    assert set(whole["backend"]) == {"vllm"} and set(whole["model"]) == {"smollm2-135m"}
+    assert (whole["n_tokens"] <= SETTINGS["max_new_tokens"]).all() and (whole["n_tokens"] > 0).all()
+    real, closed = sampling._vllm_completions, []
+    monkeypatch.setattr(cpu_engine.CpuEngine, "close", lambda self: closed.append(self))
+
+    def dies_after_three(*args, **kwargs):
+        for i, row in enumerate(real(*args, **kwargs)):
+            if i == 3:
+                raise KeyboardInterrupt("killed")
+            yield row
+
+    out = tmp_path / "resumed.jsonl"
+    monkeypatch.setattr(sampling, "_vllm_completions", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        sampling.sample("smollm2-135m", problems, out_path=out, **SETTINGS)
+    assert len(out.read_text().splitlines()) == 3 and len(closed) == 1  # closed even when killed
+    monkeypatch.setattr(sampling, "_vllm_completions", real)
+    assert rows(sampling.sample("smollm2-135m", problems, out_path=out, **SETTINGS)) == rows(whole)
+
+
+@needs_vllm
+def test_vllm_and_the_decode_loop_cut_and_count_greedy_samples_alike(smollm2, problems, tmp_path) -> None:
+    """Greedy vLLM output is token-identical to transformers': after the replay rule, the rows are equal."""
+    greedy = {**SETTINGS, "k": 1, "temperature": 0.0, "max_new_tokens": 32}
+    loop = sampling.sample(smollm2, problems, out_path=tmp_path / "loop.jsonl", **greedy)
+    vllm = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "vllm.jsonl", **greedy)
+    assert set(loop["backend"]) == {"transformers"} and set(vllm["backend"]) == {"vllm"}
+    assert rows(vllm) == rows(loop)
+
+
+@needs_vllm
+def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(problems, tmp_path) -> None:
+    """Notebook 07's one-engine path on the CPU: an adapter as a LoRA request gives the greedy text of the same
+    adapter merged (each engine once), and each request gets a fresh id."""
+    base, tokenizer = models.load_model(models.SMOLLM2_ALIAS, trainable=True)
+    peft_model = models.add_lora(base, r=8, alpha=16)
+    with torch.no_grad():  # a fresh adapter is a no-op (B = 0): give it weights that change the text
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn_like(param) * 0.02)
+    adapter = models.save_variant(
+        peft_model, tokenizer, tmp_path, "SFT_1", {"base_model": "smollm2-135m", "parent": None}
+    )
+    greedy = {**SETTINGS, "k": 1, "temperature": 0.0, "max_new_tokens": 24}
+    merged = sampling.sample(
+        "smollm2-135m", problems, out_path=tmp_path / "m.jsonl", adapter=adapter, **greedy
+    )
+    engine = cpu_engine.load("smollm2-135m", str(models.materialize_smollm2()), lora_rank_max=8)
+    try:
+        served = sampling.sample(engine, problems, out_path=tmp_path / "l.jsonl", adapter=adapter, **greedy)
+        base_rows = sampling.sample(engine, problems, out_path=tmp_path / "b.jsonl", **greedy)
+        first, second = (
+            cpu_engine.lora_request(engine[0], adapter),
+            cpu_engine.lora_request(engine[0], adapter),
+        )
+    finally:
+        engine[0].close()
+    assert set(merged["model"]) == set(served["model"]) == {"smollm2-135m+SFT_1"}
+    assert rows(served) == rows(merged) != rows(base_rows)
+    assert first.lora_int_id != second.lora_int_id and first.lora_path == str(adapter)
+
+
+@needs_vllm
+@pytest.mark.slow
+def test_an_avx2_only_cpu_is_served_by_the_avx2_kernels(smollm2, gsm8k_dir, problems, tmp_path) -> None:
+    """With AVX-512 hidden, vLLM loads `_C_AVX2` and samples the same greedy text (machines here differ)."""
+    script = f"""
+import json, sys, torch
+torch.cpu._is_avx512_supported = lambda: False  # what an AVX2-only CPU reports
+torch.cpu._is_avx512_bf16_supported = lambda: False
+from helpers import cpu_engine, data, sampling
+problems = data.load_gsm8k("train", source={str(gsm8k_dir)!r}).select([4, 3])
+frame = sampling.sample("smollm2-135m", problems, out_path={str(tmp_path / "avx2.jsonl")!r}, k=1, temperature=0.0,
+                        max_new_tokens=32, seed=0)
+print(json.dumps({{"library": cpu_engine.kernel_library(), "backend": sorted(set(frame["backend"]))}}))
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[2]
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report == {"library": "_C_AVX2", "backend": ["vllm"]}
+    greedy = {**SETTINGS, "k": 1, "temperature": 0.0, "max_new_tokens": 32}
+    here = sampling.sample(smollm2, problems, out_path=tmp_path / "loop.jsonl", **greedy)
+    assert rows(sampling.read_samples(tmp_path / "avx2.jsonl")) == rows(here)
