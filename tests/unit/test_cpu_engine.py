@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cpu_engine, data, models, sampling
+from helpers import cpu_engine, data, evaluation, models, runs, sampling
 
 SETTINGS = {"k": 2, "temperature": 0.7, "max_new_tokens": 24, "seed": 0}
 ROW = ["problem_id", "sample_idx", "completion", "n_tokens", "finish_reason"]
@@ -57,12 +57,20 @@ def test_kv_cache_never_takes_more_than_its_share_of_the_machine(monkeypatch) ->
 
 def test_configure_keeps_what_the_user_set(monkeypatch) -> None:
     monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
-    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+        monkeypatch.setenv(key, "")  # recorded, so that the teardown restores what was there before
+        monkeypatch.delenv(key)
     cpu_engine.configure(int(1.5 * cpu_engine.GIB))
     env = sampling.os.environ
     assert env["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1"  # the user's, not ours
     assert env["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0" and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
+
+
+def test_backend_transformers_asks_for_the_decode_loop(problems, tmp_path) -> None:
+    frame = sampling.sample(
+        "smollm2-135m", problems, out_path=tmp_path / "s.jsonl", backend="transformers", **SETTINGS
+    )
+    assert set(frame["backend"]) == {"transformers"}
 
 
 def test_without_vllm_the_decode_loop_samples_and_says_so(problems, tmp_path, monkeypatch, caplog) -> None:
@@ -73,6 +81,8 @@ def test_without_vllm_the_decode_loop_samples_and_says_so(problems, tmp_path, mo
     assert "vllm-cpu is not installed" in caplog.text and "decode loop" in caplog.text
     with pytest.raises(RuntimeError, match="vllm-cpu is not installed"):
         cpu_engine.load("smollm2-135m", str(models.materialize_smollm2()))
+    with pytest.raises(RuntimeError, match="one_engine=True needs vLLM"):
+        evaluation.evaluate_all(runs.open_run(tmp_path / "run", "smoke"), ["base"], one_engine=True)
 
 
 @needs_vllm
@@ -140,6 +150,8 @@ def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(prob
     finally:
         engine[0].close()
     assert set(merged["model"]) == set(served["model"]) == {"smollm2-135m+SFT_1"}
+    with pytest.raises(FileNotFoundError, match="No manifest.json"):  # checked before the engine sees it
+        sampling.sample(engine, problems, out_path=tmp_path / "x.jsonl", adapter=tmp_path, **greedy)
     assert rows(served) == rows(merged) != rows(base_rows)
     assert first.lora_int_id != second.lora_int_id and first.lora_path == str(adapter)
 

@@ -20,7 +20,7 @@ from helpers import cpu_engine
 ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = """
-import functools, json, sys
+import functools, json, pathlib, sys
 import torch, vllm
 import trl.generation.vllm_generation as vllm_generation
 from helpers import config, data, models, runs, training
@@ -32,7 +32,7 @@ model, tokenizer = models.load_model(models.SMOLLM2_ALIAS, trainable=True)
 model = models.add_lora(model, r=smoke.lora_r, alpha=smoke.lora_alpha)
 problems = data.make_arithmetic(1, 0, "train")
 rows = [{"prompt": data.build_messages(problems["question"][0]), "answer": problems["gold"][0]}]
-args = {**training.trainer_args(runs.Run(sys.argv[1], smoke), "GRPO"), "report_to": []}
+args = {**training.trainer_args(runs.Run(pathlib.Path(sys.argv[1]), smoke), "GRPO"), "report_to": []}
 trainer = training.grpo_trainer(model, tokenizer, args, rows, smoke, max_steps=1, use_vllm=True)
 trainer.train()
 log = trainer.state.log_history[0]
