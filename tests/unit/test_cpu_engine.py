@@ -157,7 +157,20 @@ def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(prob
 
 
 @needs_vllm
+def test_vllm_loads_the_kernels_this_cpu_can_run() -> None:
+    cpu = torch.cpu
+    expected = (
+        "_C" if cpu._is_avx512_bf16_supported() else "_C_AVX512" if cpu._is_avx512_supported() else "_C_AVX2"
+    )
+    assert cpu_engine.kernel_library() == expected  # loaded by unavailable(), as before every engine
+
+
+@needs_vllm
 @pytest.mark.slow
+@pytest.mark.skipif(
+    not torch.cpu._is_avx512_supported(),
+    reason="this CPU is AVX2-only: every vLLM test here runs on _C_AVX2 (test_vllm_loads_the_kernels_this_cpu_can_run)",
+)
 def test_an_avx2_only_cpu_is_served_by_the_avx2_kernels(smollm2, gsm8k_dir, problems, tmp_path) -> None:
     """With AVX-512 hidden, vLLM loads `_C_AVX2` and samples the same greedy text (machines here differ)."""
     script = f"""
