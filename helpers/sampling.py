@@ -143,8 +143,6 @@ def _load(
     """(model, tokenizer, adapter to serve as a LoRA request) for the engine `chosen` by `choose_backend`."""
     if chosen == cpu_engine.BACKEND:
         name, path = models.resolve_name(model_ref)
-        if adapter is not None:
-            models.check_adapter(name, adapter)
         max_seq_length = load_kwargs.get("max_seq_length", 1024)
         engine, tokenizer = cpu_engine.load(
             name, path, adapter=adapter, max_seq_length=max_seq_length, seed=seed

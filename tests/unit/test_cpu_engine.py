@@ -91,8 +91,10 @@ def test_a_model_name_samples_through_vllm_and_resumes_with_the_same_text(
 ) -> None:
     """The series' CPU path: vLLM rows, seeded per sample, so a killed run resumes with the text it would have
     drawn; the rows carry backend `vllm` and its engine is closed afterwards."""
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     whole = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "whole.jsonl", **SETTINGS)
     assert set(whole["backend"]) == {"vllm"} and set(whole["model"]) == {"smollm2-135m"}
+    assert "VLLM_CPU_KVCACHE_SPACE" not in sampling.os.environ  # it would override the engine's own size
     assert (whole["n_tokens"] <= SETTINGS["max_new_tokens"]).all() and (whole["n_tokens"] > 0).all()
     real, closed = sampling._vllm_completions, []
     monkeypatch.setattr(cpu_engine.CpuEngine, "close", lambda self: closed.append(self))
@@ -123,7 +125,9 @@ def test_vllm_and_the_decode_loop_cut_and_count_greedy_samples_alike(smollm2, pr
 
 
 @needs_vllm
-def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(problems, tmp_path) -> None:
+def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(
+    problems, tmp_path, monkeypatch
+) -> None:
     """Notebook 07's one-engine path on the CPU: an adapter as a LoRA request gives the greedy text of the same
     adapter merged (each engine once), and each request gets a fresh id."""
     base, tokenizer = models.load_model(models.SMOLLM2_ALIAS, trainable=True)
@@ -154,6 +158,12 @@ def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(prob
         sampling.sample(engine, problems, out_path=tmp_path / "x.jsonl", adapter=tmp_path, **greedy)
     assert rows(served) == rows(merged) != rows(base_rows)
     assert first.lora_int_id != second.lora_int_id and first.lora_path == str(adapter)
+    scratch = tmp_path / "scratch"
+    monkeypatch.setattr(cpu_engine.tempfile, "mkdtemp", lambda prefix: str(scratch.mkdir() or scratch))
+    monkeypatch.setattr(cpu_engine, "_build", lambda *a: 1 / 0)  # an engine that fails to start
+    with pytest.raises(ZeroDivisionError):
+        cpu_engine.load("smollm2-135m", str(models.materialize_smollm2()), adapter=adapter)
+    assert not scratch.exists()  # the merged checkpoint went with it
 
 
 @needs_vllm
