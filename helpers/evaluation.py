@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from helpers import config, cpu_engine, judge, metrics, models, training
+from helpers import agreement, config, cpu_engine, judge, metrics, models, training
 from helpers.files import atomic_write_text, write_jsonl
 from helpers.runs import Run
 
@@ -26,13 +26,23 @@ SAMPLE_FIELDS = (
     "completion",
     "pred_strict",
     "pred_lenient",
+    "pred_lmeval_strict",
+    "pred_lmeval_flexible",
     "has_format",
     "strict_correct",
     "lenient_correct",
+    "lmeval_strict_correct",
+    "lmeval_flexible_correct",
     "n_tokens",
 )
 SFT_AND_ORPO = ("SFT_1", "ORPO_1", "SFT_1_SFT_2", "SFT_1_ORPO_2", "SFT_2")
 MUCH = 0.05  # claim 1: "much" is 5 points of pass@n
+CHECKERS_NOTE = (
+    "Checkers: `strict` (the `####` line the prompt asks for), `lenient` (what a human grader reads: "
+    "`helpers/answers.py` lists its rules), lm-eval's GSM8K `lmeval_strict` (strict-match) and `lmeval_flexible` "
+    "(flexible-extract) for comparison with published figures, and `judge` when an LLM judge ran. Each cell: "
+    "samples graded differently (right only by the first / only by the second checker)."
+)
 BREAKDOWN = ("right, formatted", "right, unformatted", "wrong, formatted", "wrong, unformatted")
 
 
@@ -87,15 +97,10 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     return graded.assign(variant=variant)
 
 
-def checkers(graded: pd.DataFrame) -> list[str]:
-    """The checkers the graded samples carry: strict and lenient, and judge when it ran."""
-    return [c for c in metrics.EVAL_CHECKERS if f"{c}_correct" in graded]
-
-
 def paired(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """Each variant minus the base on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
     rows = []
-    for checker in checkers(graded):
+    for checker in metrics.checkers_in(graded):
         base = metrics.per_problem_scores(graded[graded["variant"] == BASE], checker)
         for variant, part in graded[graded["variant"] != BASE].groupby("variant", sort=False):
             scores = metrics.per_problem_scores(part, checker)
@@ -293,10 +298,14 @@ def write_report(
     found: list[Claim],
     cost: pd.DataFrame,
     breakdown: pd.DataFrame,
+    checks: tuple[pd.DataFrame, str],
     figures: list[Path],
     missing: list[str],
 ) -> Path:
-    """`REPORT.md` in the run directory: config and date, the tables, the figures, the claims and verdicts."""
+    """`REPORT.md` in the run directory: config and date, the tables, the figures, the claims and verdicts.
+
+    `checks`: `agreement.disagreements` of the graded samples and `agreement.examples_markdown` of them.
+    """
     k = run.cfg.k
     shown = [
         "variant",
@@ -342,6 +351,16 @@ def write_report(
         "## Right vs formatted (share of samples; right = lenient checker, formatted = a `####` line)",
         "",
         markdown_table(breakdown),
+        "",
+        "## Where the checkers disagree",
+        "",
+        CHECKERS_NOTE,
+        "",
+        markdown_table(agreement.table(checks[0])),
+        "",
+        "Disagreeing samples, drawn at random, in full: judge for yourself which checker read them right.",
+        "",
+        checks[1],
         "",
         "## Cost (tokens sampled + trained, including the variants each one needed)",
         "",

@@ -12,11 +12,16 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from helpers.answers import CHECKERS, is_correct
+from helpers.answers import CHECKERS, LMEVAL_CHECKERS, is_correct, matches
 
 BOOT_SEED = 0  # fixed so that a rerun of the same samples prints the same intervals
 JUDGE = "judge"  # the optional LLM-judge checker: a `judge_correct` verdict and no extracted answer
-EVAL_CHECKERS = (*CHECKERS, JUDGE)
+EVAL_CHECKERS = (*CHECKERS, *LMEVAL_CHECKERS, JUDGE)
+
+
+def checkers_in(graded: pd.DataFrame) -> list[str]:
+    """The checkers whose verdicts (`<checker>_correct`) the graded samples carry, in `EVAL_CHECKERS` order."""
+    return [c for c in EVAL_CHECKERS if f"{c}_correct" in graded]
 
 
 def _pass_at_k_one(n: int, c: int, k: int) -> float:
@@ -125,7 +130,7 @@ def per_problem(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
         table["vote_correct"] = np.nan
         return table
     votes = grouped[f"pred_{checker}"].agg(lambda s: majority_answer(list(s)))
-    table["vote_correct"] = [is_correct(v, g) for v, g in zip(votes, table["gold"], strict=True)]
+    table["vote_correct"] = [matches(checker, v, g) for v, g in zip(votes, table["gold"], strict=True)]
     return table
 
 
@@ -180,7 +185,7 @@ def summarize(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
 
     Columns: n_problems, n_samples, pass@1..pass@n, maj@n, majority_vote, format_rate, mean_tokens (when
     `n_tokens` is given) and 95 % bootstrap bounds `<metric>_lo`/`_hi` for pass@1, pass@n and maj@n. Checkers:
-    strict and lenient, and judge when a `judge_correct` column is present.
+    every `EVAL_CHECKERS` reading whose `<checker>_correct` column is present (judge only when it ran).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in graded.columns]
     if missing:
@@ -190,8 +195,7 @@ def summarize(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     if graded.empty:
         raise ValueError("summarize: no graded samples given.")
     rows = []
-    checkers = [c for c in EVAL_CHECKERS if f"{c}_correct" in graded.columns]
     for variant, part in graded.groupby("variant", sort=False):
-        for checker in checkers:
+        for checker in checkers_in(graded):
             rows.append({"variant": variant, "checker": checker, **_summary_row(part, checker, n_boot)})
     return pd.DataFrame(rows)

@@ -28,7 +28,13 @@ class InlineFigure(Figure):
 
 
 FINISH_COLORS = {"answer": "tab:green", "stop": "tab:blue", "length": "tab:red"}
-CHECKER_COLORS = {"strict": "tab:purple", "lenient": "tab:orange"}
+CHECKER_COLORS = {
+    "strict": "tab:purple",
+    "lenient": "tab:orange",
+    "lmeval_strict": "tab:pink",
+    "lmeval_flexible": "tab:olive",
+    "judge": "tab:cyan",
+}
 
 
 def save(fig: Figure, path: str | os.PathLike) -> Path:

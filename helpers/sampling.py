@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -74,15 +75,15 @@ def read_samples(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def grade_samples(samples: pd.DataFrame, golds: Mapping[str, str]) -> pd.DataFrame:
-    """The samples with `gold` and both checkers' grades (`answers.Grade` fields) joined on."""
+    """The samples with `gold` and every reading's grade (the `answers.Grade` fields) joined on."""
     missing = sorted(set(samples["problem_id"]) - set(golds))
     if missing:
         raise ValueError(f"{len(missing)} sampled problems have no gold answer (e.g. {missing[:3]}).")
     graded = samples.copy()
     graded["gold"] = [golds[p] for p in graded["problem_id"]]
     grades = [answers.grade(t, g) for t, g in zip(graded["completion"], graded["gold"], strict=True)]
-    for name in ("pred_strict", "pred_lenient", "has_format", "strict_correct", "lenient_correct"):
-        graded[name] = [getattr(g, name) for g in grades]
+    for field in dataclasses.fields(answers.Grade):
+        graded[field.name] = [getattr(g, field.name) for g in grades]
     return graded
 
 

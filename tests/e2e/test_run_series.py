@@ -4,6 +4,7 @@ then we check what they wrote. Minutes, not seconds: `pytest tests/e2e -m slow`.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,13 +13,15 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import answers, files, models, pipeline, runs, sampling, training
+from helpers import answers, files, judge, metrics, models, pipeline, runs, sampling, training
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_pipeline(run_dir: Path, profile: str, *extra: str) -> subprocess.CompletedProcess:
+def run_pipeline(
+    run_dir: Path, profile: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [
             sys.executable,
@@ -35,13 +38,16 @@ def run_pipeline(run_dir: Path, profile: str, *extra: str) -> subprocess.Complet
         text=True,
         cwd=ROOT,
         timeout=1800,
+        env={**os.environ, **(env or {})},
     )
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def smoke(tmp_path_factory: pytest.TempPathFactory, local_judge) -> tuple[Path, subprocess.CompletedProcess]:
+    """The series on the smoke profile; 07 asks the local judge server when one can run here."""
     run_dir = tmp_path_factory.mktemp("series") / "smoke"
-    done = run_pipeline(run_dir, "smoke")
+    judging = {} if isinstance(local_judge, str) else {**local_judge.env, judge.ENV_CONCURRENCY: "8"}
+    done = run_pipeline(run_dir, "smoke", env=judging)
     assert done.returncode == 0, done.stdout + done.stderr
     return run_dir, done
 
@@ -154,8 +160,14 @@ def test_manifest_lineage_and_compute_accounting(smoke, name: str) -> None:
     assert not (run_dir / "checkpoints" / name).exists()
 
 
-EVAL_FIELDS = {"problem_id", "sample_idx", "completion", "pred_strict", "pred_lenient", "has_format", "strict_correct",
-               "lenient_correct", "n_tokens"}  # fmt: skip
+EVAL_FIELDS = {"problem_id", "sample_idx", "completion", "pred_strict", "pred_lenient", "pred_lmeval_strict",
+               "pred_lmeval_flexible", "has_format", "strict_correct", "lenient_correct", "lmeval_strict_correct",
+               "lmeval_flexible_correct", "n_tokens"}  # fmt: skip
+
+
+def judged(run_dir: Path) -> bool:
+    """Whether 07 ran with the local judge (a server could start on this machine)."""
+    return "LLM judge skipped" not in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
 
 
 def test_results_match_the_per_sample_files(smoke) -> None:
@@ -164,12 +176,13 @@ def test_results_match_the_per_sample_files(smoke) -> None:
     k = cfg.k
     results = pd.read_csv(run_dir / "eval" / "results.csv").set_index(["variant", "checker"])
     names = ["base", *training.VARIANTS]
-    assert sorted(results.index) == sorted((v, c) for v in names for c in ("strict", "lenient"))
+    checkers = [c for c in metrics.EVAL_CHECKERS if c != metrics.JUDGE or judged(run_dir)]
+    assert sorted(results.index) == sorted((v, c) for v in names for c in checkers)
     for name in names:
         rows = files.read_jsonl(run_dir / "eval" / f"samples_{name}.jsonl")
         assert len(rows) == cfg.n_test * k and set(rows[0]) >= EVAL_FIELDS
         samples = pd.DataFrame(rows)
-        for checker in ("strict", "lenient"):
+        for checker in checkers:
             correct = samples.groupby("problem_id")[f"{checker}_correct"].sum()
             row = results.loc[(name, checker)]
             assert row["n_problems"] == cfg.n_test
@@ -181,7 +194,9 @@ def test_results_match_the_per_sample_files(smoke) -> None:
 def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
     run_dir, _ = smoke
     paired = pd.read_csv(run_dir / "eval" / "paired.csv")
-    assert len(paired) == len(training.VARIANTS) * 2 * 3 and set(paired["variant"]) == set(training.VARIANTS)
+    checkers = [c for c in metrics.EVAL_CHECKERS if c != metrics.JUDGE or judged(run_dir)]
+    assert len(paired) == len(training.VARIANTS) * len(checkers) * 3
+    assert set(paired["variant"]) == set(training.VARIANTS) and set(paired["checker"]) == set(checkers)
     assert (paired["lo"] <= paired["diff"]).all() and (paired["diff"] <= paired["hi"]).all()
     for figure in ("07_pass_at_k", "07_metrics", "07_format_breakdown", "07_cost_vs_gain"):
         assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 0
@@ -196,7 +211,37 @@ def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
     ):
         assert claim in report
     assert "figures/07_metrics.png" in report
-    assert "LLM judge skipped" in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
+
+
+def test_the_checkers_disagreements_are_counted_and_shown(smoke) -> None:
+    run_dir, _ = smoke
+    checkers = [c for c in metrics.EVAL_CHECKERS if c != metrics.JUDGE or judged(run_dir)]
+    table = pd.read_csv(run_dir / "eval" / "agreement.csv")
+    assert len(table) == (1 + len(training.VARIANTS)) * len(checkers) * (len(checkers) - 1) // 2
+    for variant, part in table.groupby("variant"):
+        samples = pd.DataFrame(files.read_jsonl(run_dir / "eval" / f"samples_{variant}.jsonl"))
+        row = part.set_index("pair").loc["strict vs lenient"]
+        assert row["differ"] == (samples["strict_correct"] != samples["lenient_correct"]).sum()
+        assert row["only_first"] == 0  # strict-correct is always lenient-correct
+    report = (run_dir / "REPORT.md").read_text()
+    assert "## Where the checkers disagree" in report and "| strict vs lenient |" in report
+    assert "graded differently" in report  # the examples, printed in full
+    assert (
+        "## Where the checkers disagree"
+        in (run_dir / "executed" / "02_rejection_filtering.ipynb").read_text()
+    )
+
+
+def test_the_local_judge_graded_every_sample_in_07(smoke, local_judge) -> None:
+    if isinstance(local_judge, str):
+        pytest.skip(local_judge)
+    run_dir, _ = smoke
+    assert "LLM judge: judge at 127.0.0.1" in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
+    for variant in ("base", *training.VARIANTS):
+        samples = files.read_jsonl(run_dir / "eval" / f"samples_{variant}.jsonl")
+        cache = files.read_jsonl(run_dir / "eval" / f"judge_{variant}.jsonl")
+        assert all(isinstance(row["judge_correct"], bool) for row in samples) and len(cache) == len(samples)
+    assert "| lenient vs judge |" in (run_dir / "REPORT.md").read_text()
 
 
 def test_a_rerun_skips_finished_steps(smoke) -> None:

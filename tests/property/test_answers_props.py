@@ -39,3 +39,12 @@ def test_extractors_recover_any_integer_after_the_marker(value: int, fmt: str, p
     assert answers.extract_strict(text) == str(value)
     assert answers.extract_lenient(text) == str(value)
     assert answers.grade(text, str(value)).strict_correct
+
+
+@given(st.text(alphabet="ab -$0123456789.,\n#", max_size=30))
+def test_flexible_extract_equals_lm_evals_regex_over_the_whole_text(text: str) -> None:
+    # lm-eval: findall over the whole text, the last match, its first non-empty group; we read runs from the end
+    matches = answers.LMEVAL_FLEXIBLE_RE.findall(text)
+    last = next(group for group in matches[-1] if group) if matches else None
+    expected = answers.lmeval_normalize(last) if last is not None else None
+    assert answers.extract_lmeval_flexible(text) == expected
