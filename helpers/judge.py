@@ -10,16 +10,18 @@ verdicts per sample that an interrupted run resumes from. Starting a local judge
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
 import random
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,7 @@ BACKOFF_S = (
     1.0  # first wait; doubled per attempt, with jitter, at most BACKOFF_MAX_S (or what Retry-After asks)
 )
 BACKOFF_MAX_S = 60.0
+IN_FLIGHT_PER_WORKER = 4  # questions handed to the pool per worker at a time
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 PROMPT = (
     "You grade answers to grade-school maths problems.\n\nProblem:\n{question}\n\nReference answer: {gold}\n\n"
@@ -144,18 +147,23 @@ def _transient(err: Exception) -> bool:
     return isinstance(reason, TimeoutError | ConnectionResetError | ConnectionAbortedError)
 
 
-def call_with_retry(target: Endpoint, path: str, body: dict | None = None, sleep=time.sleep) -> dict:
-    """`_call`, asked again after a transient failure with exponential backoff (or the server's Retry-After)."""
+def call_with_retry(
+    target: Endpoint, path: str, body: dict | None = None, stop: threading.Event | None = None
+) -> dict:
+    """`_call`, asked again after a transient failure with exponential backoff (or the server's Retry-After),
+    unless `stop` is set (another request of the run has failed for good)."""
     for attempt in range(RETRIES + 1):
         try:
             return _call(target, path, body)
         except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            if attempt == RETRIES or not _transient(err):
+            if attempt == RETRIES or not _transient(err) or (stop is not None and stop.is_set()):
                 raise
             asked = _retry_after(err) if isinstance(err, urllib.error.HTTPError) else None
             wait_s = asked if asked is not None else min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)
             log.debug("judge: %s, attempt %d, waiting %.1f s", err, attempt + 1, wait_s)
-            sleep(wait_s * (1 + 0.25 * random.random()))  # jitter: a pool of workers must not retry in step
+            time.sleep(
+                wait_s * (1 + 0.25 * random.random())
+            )  # jitter: a pool of workers must not retry in step
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -196,8 +204,15 @@ def parse_verdict(reply: str) -> bool | None:
     return {"YES": True, "NO": False}.get(first)
 
 
-def ask(question: str, completion: str, gold: str, target: Endpoint | None = None) -> tuple[bool | None, str]:
-    """The judge's verdict on one completion (None when it answered neither YES nor NO) and its raw reply."""
+def ask(
+    question: str,
+    completion: str,
+    gold: str,
+    target: Endpoint | None = None,
+    stop: threading.Event | None = None,
+) -> tuple[bool | None, str]:
+    """The judge's verdict on one completion (None when it answered neither YES nor NO) and its raw reply;
+    `stop` ends its retries early."""
     target = target or endpoint()
     if target is None:
         raise RuntimeError(status())
@@ -210,7 +225,9 @@ def ask(question: str, completion: str, gold: str, target: Endpoint | None = Non
         "max_tokens": 3,
     }
     try:
-        reply = call_with_retry(target, "/chat/completions", body)["choices"][0]["message"]["content"] or ""
+        reply = (
+            call_with_retry(target, "/chat/completions", body, stop)["choices"][0]["message"]["content"] or ""
+        )
     except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
         raise JudgeError(
             f"The LLM judge at {target.host} failed after {RETRIES + 1} attempts ({_describe(err)}); "
@@ -266,23 +283,33 @@ def _ask_all(
     cache: Path,
     seen: dict,
 ) -> None:
-    """Ask for every row through a pool of `target.concurrency` workers; each verdict is appended as it comes."""
+    """Ask for every row through a pool of `target.concurrency` workers; each verdict is appended as it comes.
+
+    At most `IN_FLIGHT_PER_WORKER` questions per worker are handed to the pool at a time, so a failure stops the
+    run within a few requests, and 74,000 questions never sit in memory as futures at once.
+    """
     cache.parent.mkdir(parents=True, exist_ok=True)
+    work = iter(zip(rows, keys, strict=True))
+    stop = threading.Event()  # set at the first lasting failure: the requests still running stop retrying
     unparsed = 0
     with (
         open(cache, "a", encoding="utf-8") as out,
         ThreadPoolExecutor(target.concurrency, thread_name_prefix="judge") as pool,
         tqdm(total=len(rows), desc="judge", mininterval=10) as bar,
     ):
-        pending = {
-            pool.submit(ask, questions[pid], text, str(gold), target): key
-            for (pid, _, text, gold), key in zip(rows, keys, strict=True)
-        }
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_EXCEPTION)
+        pending: dict = {}
+        while True:
+            for (pid, _, text, gold), key in itertools.islice(
+                work, target.concurrency * IN_FLIGHT_PER_WORKER - len(pending)
+            ):
+                pending[pool.submit(ask, questions[pid], text, str(gold), target, stop)] = key
+            if not pending:
+                break
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 key = pending.pop(future)
                 if future.exception() is not None:
+                    stop.set()
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise future.exception()
                 verdict, reply = future.result()

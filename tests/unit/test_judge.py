@@ -32,6 +32,7 @@ class FakeJudge(BaseHTTPRequestHandler):
     delay = 0.0
     reply: str | None = None
     served = ["fake-judge"]
+    answer_only = 10**9  # after this many answers, every request gets 503
     in_flight = 0
     most_in_flight = 0
     lock = threading.Lock()
@@ -54,6 +55,9 @@ class FakeJudge(BaseHTTPRequestHandler):
         with FakeJudge.lock:
             FakeJudge.requests.append({"auth": self.headers.get("Authorization"), "path": self.path, **body})
             status = FakeJudge.failures.pop(0) if FakeJudge.failures else 200
+            if status == 200 and FakeJudge.answer_only <= 0:
+                status = 503
+            FakeJudge.answer_only -= status == 200
             FakeJudge.in_flight += 1
             FakeJudge.most_in_flight = max(FakeJudge.most_in_flight, FakeJudge.in_flight)
         try:
@@ -77,9 +81,9 @@ class FakeJudge(BaseHTTPRequestHandler):
 @pytest.fixture
 def endpoint(monkeypatch: pytest.MonkeyPatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     FakeJudge.requests, FakeJudge.failures, FakeJudge.delay, FakeJudge.reply = [], [], 0.0, None
-    FakeJudge.served, FakeJudge.most_in_flight = ["fake-judge"], 0
+    FakeJudge.served, FakeJudge.most_in_flight, FakeJudge.answer_only = ["fake-judge"], 0, 10**9
     monkeypatch.setenv(judge.ENV_URL, f"http://127.0.0.1:{server.server_port}/v1")
     monkeypatch.setenv(judge.ENV_MODEL, "fake-judge")
     monkeypatch.setenv(judge.ENV_KEY, "secret-key")
@@ -239,6 +243,20 @@ def test_a_lasting_failure_stops_with_the_cause_and_keeps_what_was_judged(endpoi
         judge.judge_samples(graded, questions, cache)
     assert len(cache.read_text().splitlines()) == 1  # the first verdict is kept
     assert judge.judge_samples(graded, questions, cache).tolist() == [False, True]  # and the run resumes
+
+
+def test_verdicts_are_kept_as_they_come_when_the_server_fails_midway(endpoint, tmp_path: Path) -> None:
+    FakeJudge.answer_only = 6
+    graded, questions = _graded(20)
+    cache = tmp_path / "j.jsonl"
+    with pytest.raises(judge.JudgeError, match="HTTP 503"):
+        judge.judge_samples(graded, questions, cache)
+    assert len(cache.read_text().splitlines()) == 6  # each answer was written when it came, not at the end
+    FakeJudge.answer_only = 10**9
+    assert judge.judge_samples(graded, questions, cache).tolist() == [i % 2 == 1 for i in range(20)]
+    # after the failure the queued questions were dropped: about one pool's worth retried (then 14 resumed);
+    # asking all 14 unanswered ones to the end would have taken 14 * 7 requests
+    assert len(FakeJudge.requests) <= 6 + (judge.DEFAULT_CONCURRENCY + 2) * (judge.RETRIES + 1) + 14
 
 
 def test_a_refused_key_is_named(endpoint, tmp_path: Path) -> None:
