@@ -37,4 +37,5 @@ smoke: setup
 
 bench: setup
 	$(BIN)/python bench/grading.py
+	$(BIN)/python bench/checkers.py
 	$(BIN)/python bench/sampling.py

@@ -1,4 +1,4 @@
-"""Grading throughput: strict + lenient grades of real ~200-token completions, completions per second.
+"""Grading throughput: every reading (strict, lenient, lm-eval's two) of real ~200-token completions, per second.
 
 Run: `.venv/bin/python bench/grading.py`. The corpus is the 960 SmolLM2-135M completions of the calibration
 scan (tests/fixtures), a realistic mix: a third carry a `####` marker, most end in prose with numbers.

@@ -45,7 +45,7 @@ CONCLUSION_RE = re.compile(
     re.IGNORECASE,
 )
 _SENTENCE_ENDS = frozenset(".!?)]*\"'`")
-_OPEN_EXPRESSION = frozenset("([{+-*/=\u00d7\u00f7")
+_OPEN_EXPRESSION = frozenset("([{+-/=\u00d7\u00f7")  # not `*`: bold text ends in `**`
 # lm-eval's GSM8K filters and exact-match normalization (lm_eval/tasks/gsm8k/gsm8k.yaml), verbatim.
 LMEVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 LMEVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")

@@ -98,6 +98,22 @@ def configure(kv_bytes: int | None = None) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(max(1, math.ceil(kv_bytes / GIB))))
 
 
+def keep_weights_loadable() -> None:
+    """Make the vLLM engines built from now on in this process keep their linear layers' weight Parameters.
+
+    vLLM's CPU build packs linear weights for its fast kernels, oneDNN (AVX-512 builds) and, for small bf16
+    layers, sgl (AMX CPUs), and replaces each packed layer's Parameter with an empty one
+    (vllm/model_executor/layers/utils.py, `dispatch_cpu_unquantized_gemm`). TRL's colocate weight push then fails
+    ("'Parameter' object has no attribute 'weight_loader'") and could not reach the packed copy anyway. The AVX2
+    build packs nothing: this makes every CPU behave like it, at some speed, for the engines that need it.
+    """
+    import vllm._custom_ops as ops
+    import vllm.model_executor.layers.utils as layer_utils
+
+    ops._supports_onednn = False
+    layer_utils.check_cpu_sgl_kernel = lambda n, k, dtype: False
+
+
 def lora_rank(r: int) -> int:
     """The smallest maximum LoRA rank vLLM accepts that holds rank `r`."""
     fitting = [rank for rank in LORA_RANKS if rank >= r]

@@ -61,6 +61,9 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
     on a CPU (measured on 2 cores: 98 against 257 tok/s).
     """
     c = run.cfg
+    target = judge.endpoint()
+    if target is not None:
+        judge.check(target)  # a judge that cannot answer stops 07 now, not after hours of sampling
     shared = None
     if models.resolve_backend()[0] == "unsloth":
         shared = models.load_model(

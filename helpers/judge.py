@@ -161,9 +161,8 @@ def call_with_retry(
             asked = _retry_after(err) if isinstance(err, urllib.error.HTTPError) else None
             wait_s = asked if asked is not None else min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)
             log.debug("judge: %s, attempt %d, waiting %.1f s", err, attempt + 1, wait_s)
-            time.sleep(
-                wait_s * (1 + 0.25 * random.random())
-            )  # jitter: a pool of workers must not retry in step
+            # jitter: a pool of workers must not retry in step
+            time.sleep(wait_s * (1 + 0.25 * random.random()))
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -306,12 +305,12 @@ def _ask_all(
             if not pending:
                 break
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            failed = None
             for future in done:
                 key = pending.pop(future)
                 if future.exception() is not None:
-                    stop.set()
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise future.exception()
+                    failed = failed or future.exception()
+                    continue
                 verdict, reply = future.result()
                 unparsed += verdict is None
                 seen[key] = bool(verdict)
@@ -323,6 +322,12 @@ def _ask_all(
                 out.write(json.dumps(record) + "\n")
                 out.flush()
                 bar.update()
+            if (
+                failed is not None
+            ):  # the verdicts that came with it are written; the queued questions are dropped
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise failed
     if unparsed:
         log.warning(
             "judge: %d of %d replies were neither YES nor NO; counted as wrong (see %s)",

