@@ -16,20 +16,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import agreement, answers, judge
-from helpers.files import read_jsonl
+from helpers import agreement, judge
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ROOT / "tests" / "fixtures" / "labelled_completions.jsonl"
 JUDGE_CACHE = ROOT / "outputs" / "bench" / "judge_labelled.jsonl"
-
-
-def graded_labels(path: Path = LABELS) -> pd.DataFrame:
-    """The labelled rows with every reading's verdict joined on (`answers.Grade` fields)."""
-    rows = read_jsonl(path)
-    grades = [answers.grade(r["completion"], r["gold"]).__dict__ for r in rows]
-    frame = pd.DataFrame([{**row, **grade} for row, grade in zip(rows, grades, strict=True)])
-    return frame.rename(columns={"correct": "label"})
 
 
 def gold_in_text(frame: pd.DataFrame) -> pd.Series:
@@ -51,7 +42,7 @@ def main() -> None:
         "--show", default="", help="comma-separated checkers whose wrong rows to print in full"
     )
     args = parser.parse_args()
-    frame = graded_labels()
+    frame = agreement.read_labelled(LABELS)
     if judge.configured():
         started = time.perf_counter()
         questions = dict(zip(frame["problem_id"], frame["question"], strict=False))

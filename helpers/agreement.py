@@ -9,10 +9,13 @@ happens. The checkers themselves are `answers` (and `judge`); their hand-labelle
 from __future__ import annotations
 
 import itertools
+import os
 
+import numpy as np
 import pandas as pd
 
-from helpers import metrics
+from helpers import answers, metrics
+from helpers.files import read_jsonl
 
 ALL = "all"  # the group name for samples without a `variant` column (notebook 02's training samples)
 COLUMNS = ("variant", "pair", "n_samples", "differ", "only_first", "only_second")
@@ -80,12 +83,16 @@ def _verdict(row: pd.Series, checker: str) -> str:
     return f"{checker} reads {'nothing' if read is None or read != read else read} ({mark})"
 
 
-def describe(row: pd.Series, checker_names: list[str]) -> str:
-    """One sample in full: where it comes from, the gold, every checker's reading and verdict, the completion."""
+def _parts(row: pd.Series, checker_names: list[str]) -> tuple[str, str, str]:
+    """(where the sample comes from and its gold, every checker's reading and verdict, the completion)."""
     where = f"{row['variant']}, " if "variant" in row else ""
     head = f"{where}problem {row['problem_id']}, sample {row['sample_idx']}, gold {row['gold']}"
-    verdicts = "; ".join(_verdict(row, c) for c in checker_names)
-    return f"{head}\n{verdicts}\n{row['completion']}"
+    return head, "; ".join(_verdict(row, c) for c in checker_names), str(row["completion"])
+
+
+def describe(row: pd.Series, checker_names: list[str]) -> str:
+    """One sample in full: where it comes from, the gold, every checker's reading and verdict, the completion."""
+    return "\n".join(_parts(row, checker_names))
 
 
 def _heading(pair: str, drawn: pd.DataFrame, total: int) -> str:
@@ -111,27 +118,44 @@ def examples_markdown(graded: pd.DataFrame, per_pair: int = 2, seed: int = 0) ->
     for pair, (drawn, total) in examples(graded, per_pair, seed).items():
         parts.append(f"### {_heading(pair, drawn, total)}\n")
         for _, row in drawn.iterrows():
-            head, verdicts, completion = describe(row, found).split("\n", 2)
+            head, verdicts, completion = _parts(row, found)
             fence = "~~~~" if "~~~~" not in completion else "`````"
             parts.append(f"{head}: {verdicts}\n\n{fence}text\n{completion}\n{fence}\n")
     return "\n".join(parts) or "The checkers agree on every sample."
 
 
+def read_labelled(path: str | os.PathLike) -> pd.DataFrame:
+    """Hand-labelled completions (`tests/fixtures/labelled_completions.jsonl`) with every reading's verdict joined
+    on; the hand label is the column `label`."""
+    rows = read_jsonl(path)
+    graded = [{**row, **answers.grade(row["completion"], row["gold"]).__dict__} for row in rows]
+    return pd.DataFrame(graded).rename(columns={"correct": "label"})
+
+
+def _same_reading(read: str | None, labelled: str | None) -> bool:
+    if read is None or labelled is None:
+        return read is None and labelled is None
+    return (answers.normalize_number(read) or read) == (answers.normalize_number(labelled) or labelled)
+
+
 def confusion(labelled: pd.DataFrame, label: str = "label") -> pd.DataFrame:
     """Each checker against hand labels (column `label`, True = the committed answer is right): one row per
-    checker with true and false positives and negatives, and the share of samples where it agrees."""
+    checker with true and false positives and negatives, the share of samples where its verdict agrees, and
+    (given the graders' `answer_read`) the share where it reads the same answer, a committed answer or none."""
     rows = []
     for checker in metrics.checkers_in(labelled):
         truth, said = labelled[label].astype(bool), labelled[f"{checker}_correct"].astype(bool)
-        rows.append(
-            {
-                "checker": checker,
-                "n": len(labelled),
-                "true_pos": int((truth & said).sum()),
-                "false_pos": int((~truth & said).sum()),
-                "false_neg": int((truth & ~said).sum()),
-                "true_neg": int((~truth & ~said).sum()),
-                "agreement": float((truth == said).mean()),
-            }
-        )
+        row = {
+            "checker": checker,
+            "n": len(labelled),
+            "true_pos": int((truth & said).sum()),
+            "false_pos": int((~truth & said).sum()),
+            "false_neg": int((truth & ~said).sum()),
+            "true_neg": int((~truth & ~said).sum()),
+            "agreement": float((truth == said).mean()),
+        }
+        if "answer_read" in labelled and f"pred_{checker}" in labelled:
+            pairs = zip(labelled[f"pred_{checker}"], labelled["answer_read"], strict=True)
+            row["same_reading"] = float(np.mean([_same_reading(p, a) for p, a in pairs]))
+        rows.append(row)
     return pd.DataFrame(rows).set_index("checker")

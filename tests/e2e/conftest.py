@@ -3,6 +3,7 @@ per test session (about 40 s on 2 cores) and idle between uses."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Iterator
 
@@ -26,7 +27,12 @@ def local_judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[judge_serv
         return
     _, path = models.resolve_name(models.SMOLLM2_ALIAS)
     log = tmp_path_factory.mktemp("judge") / "server.log"
-    with judge_server.serve(path, free_port(), log, max_model_len=2048) as server:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(judge_server.serve(path, free_port(), log, max_model_len=2048))
+        except (RuntimeError, TimeoutError) as err:  # the series still runs, without the judge
+            yield f"the local judge server did not start: {err}"
+            return
         yield server
 
 

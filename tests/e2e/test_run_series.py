@@ -236,7 +236,9 @@ def test_the_local_judge_graded_every_sample_in_07(smoke, local_judge) -> None:
     if isinstance(local_judge, str):
         pytest.skip(local_judge)
     run_dir, _ = smoke
-    assert "LLM judge: judge at 127.0.0.1" in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
+    assert (
+        "LLM judge: smollm2-135m at 127.0.0.1" in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
+    )
     for variant in ("base", *training.VARIANTS):
         samples = files.read_jsonl(run_dir / "eval" / f"samples_{variant}.jsonl")
         cache = files.read_jsonl(run_dir / "eval" / f"judge_{variant}.jsonl")

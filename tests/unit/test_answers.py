@@ -75,6 +75,15 @@ CASES = [
     ("Ben's share is 6/3 = 2. So, 2(", "2", None, None),  # cut off inside an expression: 2 is an operand
     ("So she has 5 apples. Hope this helps!", "5", None, "5"),  # a finished remark after the result
     ("So the total is **72**", "72", None, "72"),  # bold closes with `**`: not an unfinished product
+    ("#### 6*9 = 54, Lea has 54 shells left.", "54", "54", "54"),  # a marker line's result, not its operand
+    ("#### 3 * 4", "3", None, "4"),  # a marker line that never states a result gives strict nothing
+    ("The answer is 2 bags x 6 eggs = 12 eggs.", "12", None, "12"),  # unit words between the operands
+    ("In total she has:\n- 7 apples", "7", None, "7"),  # a bullet's dash is no minus sign
+    ("The answer isn't 5, it's 7.", "7", None, "7"),  # a negated statement states nothing
+    ("Answer:\nShe buys 3 packs of 4 = 12 pens.\nShe keeps 12 - 5 = 7.", "7", None, "7"),  # "Answer:" heading
+    ("The answer is 15. Therefore, step 2 was correct.", "15", None, "15"),  # a remark is not a result
+    ("The answer is $\\frac{3}{4}$.", "0.75", None, "3/4"),  # LaTeX fraction: its value, not its numerator
+    ("\\boxed{} so she has 5", "5", None, "5"),  # an empty box states nothing
 ]
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import agreement, evaluation, judge, metrics, plots, runs
+from helpers import agreement, evaluation, files, judge, metrics, plots, runs
 
 
 def graded_variant(
@@ -178,6 +178,20 @@ def test_a_misconfigured_judge_stops_07_before_any_sampling(
     )
     with pytest.raises(judge.JudgeError, match="unreachable at 127.0.0.1:9"):
         evaluation.evaluate_all(run, ["base"])
+
+
+def test_a_judge_with_every_verdict_cached_is_not_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke")
+    monkeypatch.setenv(judge.ENV_URL, "http://127.0.0.1:9/v1")  # down, but nothing is left to ask it
+    monkeypatch.setenv(judge.ENV_MODEL, "m")
+    rows = [{"problem_id": str(i), "sample_idx": 0, "completion_sha": "x", "model": "m", "judge_correct": True}
+            for i in range(len(run.problems("test")) * run.cfg.k)]  # fmt: skip
+    files.write_jsonl(run.path("eval/judge_base.jsonl"), rows)
+    monkeypatch.setattr(evaluation, "evaluate", lambda run, name, shared: pd.DataFrame({"variant": [name]}))
+    monkeypatch.setattr(evaluation.models, "resolve_backend", lambda: ("transformers", "no GPU"))
+    assert evaluation.evaluate_all(run, ["base"])["variant"].tolist() == ["base"]
 
 
 def test_markdown_table_rounds_floats() -> None:

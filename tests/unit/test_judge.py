@@ -33,6 +33,8 @@ class FakeJudge(BaseHTTPRequestHandler):
     reply: str | None = None
     served = ["fake-judge"]
     answer_only = 10**9  # after this many answers, every request gets 503
+    retry_after = "0"
+    answered = 0
     in_flight = 0
     most_in_flight = 0
     lock = threading.Lock()
@@ -55,6 +57,7 @@ class FakeJudge(BaseHTTPRequestHandler):
         with FakeJudge.lock:
             FakeJudge.requests.append({"auth": self.headers.get("Authorization"), "path": self.path, **body})
             status = FakeJudge.failures.pop(0) if FakeJudge.failures else 200
+            retry_after = FakeJudge.retry_after
             if status == 200 and FakeJudge.answer_only <= 0:
                 status = 503
             FakeJudge.answer_only -= status == 200
@@ -63,13 +66,15 @@ class FakeJudge(BaseHTTPRequestHandler):
         try:
             time.sleep(FakeJudge.delay)
             if status != 200:
-                self._send(status, {"error": "busy"}, {"Retry-After": "0"} if status == 429 else None)
+                self._send(status, {"error": "busy"}, {"Retry-After": retry_after} if status == 429 else None)
                 return
             prompt = body["messages"][0]["content"]
             gold = prompt.split("Reference answer: ")[1].split("\n")[0]
             response = prompt.split("Student's response:\n")[1].split("\n\nIs the student's")[0]
             content = FakeJudge.reply or ("YES" if gold in response else "NO")
             self._send(200, {"choices": [{"message": {"content": content}}]})
+            with FakeJudge.lock:
+                FakeJudge.answered += 1
         finally:
             with FakeJudge.lock:
                 FakeJudge.in_flight -= 1
@@ -83,7 +88,8 @@ def endpoint(monkeypatch: pytest.MonkeyPatch):
     server = ThreadingHTTPServer(("127.0.0.1", 0), FakeJudge)
     threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True).start()
     FakeJudge.requests, FakeJudge.failures, FakeJudge.delay, FakeJudge.reply = [], [], 0.0, None
-    FakeJudge.served, FakeJudge.most_in_flight, FakeJudge.answer_only = ["fake-judge"], 0, 10**9
+    FakeJudge.served, FakeJudge.answer_only, FakeJudge.retry_after = ["fake-judge"], 10**9, "0"
+    FakeJudge.in_flight = FakeJudge.most_in_flight = FakeJudge.answered = 0
     monkeypatch.setenv(judge.ENV_URL, f"http://127.0.0.1:{server.server_port}/v1")
     monkeypatch.setenv(judge.ENV_MODEL, "fake-judge")
     monkeypatch.setenv(judge.ENV_KEY, "secret-key")
@@ -229,9 +235,11 @@ def test_a_time_out_is_retried(endpoint, monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv(judge.ENV_TIMEOUT, "0.3")
     FakeJudge.delay = 0.6
     graded, questions = _graded(1)
-    threading.Timer(0.5, lambda: setattr(FakeJudge, "delay", 0.0)).start()  # the server recovers
+    recover = threading.Timer(0.5, lambda: setattr(FakeJudge, "delay", 0.0))  # the server recovers
+    recover.start()
     assert judge.judge_samples(graded, questions, tmp_path / "j.jsonl").tolist() == [False]
     assert len(FakeJudge.requests) >= 2
+    recover.join()
 
 
 def test_a_lasting_failure_stops_with_the_cause_and_keeps_what_was_judged(endpoint, tmp_path: Path) -> None:
@@ -259,10 +267,55 @@ def test_verdicts_are_kept_as_they_come_when_the_server_fails_midway(endpoint, t
     assert len(FakeJudge.requests) <= 6 + (judge.DEFAULT_CONCURRENCY + 2) * (judge.RETRIES + 1) + 14
 
 
+class InterruptedQuestions(dict):
+    """The questions, until the `after`-th lookup: then Ctrl-C (lookups happen in the caller's thread)."""
+
+    def __init__(self, questions: dict[str, str], after: int) -> None:
+        super().__init__(questions)
+        self.left = after
+
+    def __getitem__(self, key: str) -> str:
+        self.left -= 1
+        if self.left < 0:
+            raise KeyboardInterrupt
+        return super().__getitem__(key)
+
+
+def test_an_interrupt_keeps_every_verdict_that_came(endpoint, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(judge.ENV_CONCURRENCY, "2")
+    FakeJudge.delay = 0.1
+    graded, questions = _graded(30)
+    cache = tmp_path / "j.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        judge.judge_samples(graded, InterruptedQuestions(questions, after=12), cache)
+    assert 0 < FakeJudge.answered == len(cache.read_text().splitlines())  # nothing answered was lost
+    assert len(FakeJudge.requests) <= 12  # the queued questions were dropped, not asked
+
+
+def test_a_lasting_failure_wakes_the_workers_waiting_to_retry(endpoint, monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(judge.ENV_CONCURRENCY, "2")
+    monkeypatch.setattr(judge, "BACKOFF_S", 30.0)
+    FakeJudge.failures = [503, 401]  # one worker backs off for 30 s, the other fails for good
+    graded, questions = _graded(2)
+    started = time.monotonic()
+    with pytest.raises(judge.JudgeError, match="failed after 1 attempt \\(HTTP 401"):
+        judge.judge_samples(graded, questions, tmp_path / "j.jsonl")
+    assert time.monotonic() - started < 5 and len(FakeJudge.requests) == 2
+
+
+def test_a_quota_that_returns_in_hours_stops_the_run(endpoint, tmp_path: Path) -> None:
+    FakeJudge.failures, FakeJudge.retry_after = [429], "86400"
+    graded, questions = _graded(1)
+    with pytest.raises(judge.JudgeError, match="asks to wait 86400 s"):
+        judge.judge_samples(graded, questions, tmp_path / "j.jsonl")
+
+
 def test_a_refused_key_is_named(endpoint, tmp_path: Path) -> None:
     FakeJudge.failures = [401]
     graded, questions = _graded(1)
-    with pytest.raises(judge.JudgeError, match="HTTP 401: the key was refused; check JUDGE_API_KEY"):
+    with pytest.raises(
+        judge.JudgeError, match="after 1 attempt \\(HTTP 401: the key was refused; check JUDGE_API_KEY"
+    ):
         judge.judge_samples(graded, questions, tmp_path / "j.jsonl")
     assert len(FakeJudge.requests) == 1  # not retried
 

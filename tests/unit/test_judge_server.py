@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import judge_server
+from helpers import judge, judge_server
+
+DEAD = judge.Endpoint(url="http://127.0.0.1:9/v1", model="m", key=None, timeout=1)  # nothing listens there
 
 
 def test_on_a_cpu_the_server_runs_eagerly_on_loopback() -> None:
@@ -20,7 +23,7 @@ def test_on_a_cpu_the_server_runs_eagerly_on_loopback() -> None:
     assert (
         command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "8123"
     )
-    assert command[command.index("--served-model-name") + 1] == judge_server.SERVED_NAME
+    assert command[command.index("--served-model-name") + 1] == "smollm2"  # the folder's name
     assert "--enforce-eager" in command and "--gpu-memory-utilization" not in command
 
 
@@ -44,13 +47,32 @@ def test_a_server_that_dies_at_start_up_is_reported_with_its_log(tmp_path: Path)
             [sys.executable, "-c", "print('CUDA out of memory'); raise SystemExit(3)"], stdout=out
         )
     with pytest.raises(RuntimeError, match=r"exited with code 3\. Its log ends:\nCUDA out of memory"):
-        judge_server.wait_ready("http://127.0.0.1:9/v1", process, log, timeout=30)
+        judge_server.wait_ready(DEAD, process, log, timeout=30)
 
 
 def test_a_server_that_never_answers_times_out(tmp_path: Path) -> None:
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        with pytest.raises(TimeoutError, match="did not answer at http://127.0.0.1:9/v1 within 2 s"):
-            judge_server.wait_ready("http://127.0.0.1:9/v1", process, tmp_path / "log", timeout=2)
+        with pytest.raises(TimeoutError, match="did not list m at http://127.0.0.1:9/v1 within 2 s"):
+            judge_server.wait_ready(DEAD, process, tmp_path / "log", timeout=2)
     finally:
         process.kill()
+
+
+def test_stop_ends_the_whole_process_group_even_after_the_server_died(tmp_path: Path) -> None:
+    # a stand-in server that starts an "engine" child, writes its pid, then dies, leaving the child behind
+    script = (
+        "import subprocess, sys; "
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(tmp_path / 'child')!r}, 'w').write(str(child.pid))"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    process.wait(30)
+    child = int((tmp_path / "child").read_text())
+    judge_server.Server(process, tmp_path / "log", {}).stop()
+    for _ in range(50):  # the engine child is gone (killed, then reaped by init)
+        if not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split()[2]:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the engine child outlived stop()")

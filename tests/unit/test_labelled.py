@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 from helpers import agreement, answers
-from helpers.files import read_jsonl
 
 LABELS = Path(__file__).resolve().parents[1] / "fixtures" / "labelled_completions.jsonl"
 RULES = {"marked", "conclusion", "conflicting", "heading", "no-answer", "not-a-number"}
@@ -25,9 +24,7 @@ RULES = {"marked", "conclusion", "conflicting", "heading", "no-answer", "not-a-n
 
 @pytest.fixture(scope="module")
 def labelled() -> pd.DataFrame:
-    rows = read_jsonl(LABELS)
-    graded = [{**row, **answers.grade(row["completion"], row["gold"]).__dict__} for row in rows]
-    return pd.DataFrame(graded).rename(columns={"correct": "label"})
+    return agreement.read_labelled(LABELS)
 
 
 @pytest.fixture(scope="module")
