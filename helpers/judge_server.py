@@ -166,8 +166,10 @@ def main(argv: list[str] | None = None) -> None:
         max_model_len=args.max_model_len,
     ) as server:
         print("Judge ready. In the shell that runs the notebooks:")
-        print(" ".join(f"export {key}={value}" for key, value in server.env.items()))
-        print("Ctrl-C stops it.", flush=True)
+        print("export " + " ".join(f"{key}={value}" for key, value in server.env.items()))
+        print("Ctrl-C (or SIGTERM) stops it.", flush=True)
+        # SIGTERM (kill, a job manager) leaves through the same door as Ctrl-C: the server and its engine stop
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with contextlib.suppress(KeyboardInterrupt):
             server.process.wait()
 
