@@ -62,11 +62,12 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
     """
     c = run.cfg
     target = judge.endpoint()
-    expected = len(run.problems("test")) * c.k
-    if target is not None and any(
-        judge.cached_verdicts(run.path(f"eval/judge_{name}.jsonl"), target.model) < expected for name in names
-    ):
-        judge.check(target)  # a judge that cannot answer stops 07 now, not after hours of sampling
+    if target is not None:
+        expected = len(run.problems("test")) * c.k
+        if any(
+            judge.cached_verdicts(run.path(f"eval/judge_{n}.jsonl"), target.model) < expected for n in names
+        ):
+            judge.check(target)  # a judge that cannot answer stops 07 now, not after hours of sampling
     shared = None
     if models.resolve_backend()[0] == "unsloth":
         shared = models.load_model(

@@ -186,16 +186,16 @@ def _describe(err: Exception) -> str:
     return f"{type(reason).__name__}: {reason}"
 
 
-def served_models(target: Endpoint) -> list[str]:
-    """The model names the endpoint's `/models` lists (no retries: for a quick look)."""
-    listing = _call(target, "/models")
+def served_models(target: Endpoint, retry: bool = False) -> list[str]:
+    """The model names the endpoint's `/models` lists; without `retry`, one request (a quick look)."""
+    listing = call_with_retry(target, "/models") if retry else _call(target, "/models")
     return [str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)]
 
 
 def check(target: Endpoint) -> None:
     """Before the first question: the endpoint answers and serves the model, or one `JudgeError` line says why."""
     try:
-        listing = call_with_retry(target, "/models")
+        served = served_models(target, retry=True)
     except (*REQUEST_ERRORS, json.JSONDecodeError) as err:
         if isinstance(err, urllib.error.HTTPError) and err.code in (401, 403):
             raise JudgeError(f"LLM judge at {target.host} refused the key ({_describe(err)}).") from None
@@ -203,7 +203,6 @@ def check(target: Endpoint) -> None:
             f"LLM judge unreachable at {target.host} ({_describe(err)}): start the server or fix "
             f"{ENV_URL} (an OpenAI-compatible base URL ending in /v1), or unset it to skip the judge."
         ) from None
-    served = [str(m.get("id")) for m in listing.get("data", []) if isinstance(m, dict)]
     if target.model not in served:
         raise JudgeError(
             f"LLM judge at {target.host} does not serve {ENV_MODEL}={target.model!r}; it serves: "

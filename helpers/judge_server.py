@@ -51,7 +51,8 @@ def serve_command(
     max_model_len: int = 4096,
     gpu_memory_utilization: float | None = None,
 ) -> list[str]:
-    """The command line that serves `model` (a hub id or a local checkpoint) on 127.0.0.1:`port` as `name`.
+    """The command line that serves `model` (a hub id or a local checkpoint) on 127.0.0.1:`port`, answering to
+    `served_name(model)`.
 
     Without `gpu_memory_utilization` (a CPU) the model runs eagerly: compiling it first takes longer on a CPU
     than the few thousand short replies a judge gives.
