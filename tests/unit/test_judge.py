@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from helpers import endpoint as api
 from helpers import judge
 
 
@@ -93,7 +94,7 @@ def endpoint(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(judge.ENV_URL, f"http://127.0.0.1:{server.server_port}/v1")
     monkeypatch.setenv(judge.ENV_MODEL, "fake-judge")
     monkeypatch.setenv(judge.ENV_KEY, "secret-key")
-    monkeypatch.setattr(judge, "BACKOFF_S", 0.01)
+    monkeypatch.setattr(api, "BACKOFF_S", 0.01)
     yield server
     server.shutdown()
 
@@ -246,8 +247,8 @@ def test_a_lasting_failure_stops_with_the_cause_and_keeps_what_was_judged(endpoi
     graded, questions = _graded(2)
     cache = tmp_path / "j.jsonl"
     judge.judge_samples(graded.iloc[:1], questions, cache)
-    FakeJudge.failures = [503] * (judge.RETRIES + 1)
-    with pytest.raises(judge.JudgeError, match=rf"failed after {judge.RETRIES + 1} attempts \(HTTP 503"):
+    FakeJudge.failures = [503] * (api.RETRIES + 1)
+    with pytest.raises(judge.JudgeError, match=rf"failed after {api.RETRIES + 1} attempts \(HTTP 503"):
         judge.judge_samples(graded, questions, cache)
     assert len(cache.read_text().splitlines()) == 1  # the first verdict is kept
     assert judge.judge_samples(graded, questions, cache).tolist() == [False, True]  # and the run resumes
@@ -264,7 +265,7 @@ def test_verdicts_are_kept_as_they_come_when_the_server_fails_midway(endpoint, t
     assert judge.judge_samples(graded, questions, cache).tolist() == [i % 2 == 1 for i in range(20)]
     # after the failure the queued questions were dropped: about one pool's worth retried (then 14 resumed);
     # asking all 14 unanswered ones to the end would have taken 14 * 7 requests
-    assert len(FakeJudge.requests) <= 6 + (judge.DEFAULT_CONCURRENCY + 2) * (judge.RETRIES + 1) + 14
+    assert len(FakeJudge.requests) <= 6 + (api.DEFAULT_CONCURRENCY + 2) * (api.RETRIES + 1) + 14
 
 
 class InterruptedQuestions(dict):
@@ -294,7 +295,7 @@ def test_an_interrupt_keeps_every_verdict_that_came(endpoint, monkeypatch, tmp_p
 
 def test_a_lasting_failure_wakes_the_workers_waiting_to_retry(endpoint, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv(judge.ENV_CONCURRENCY, "2")
-    monkeypatch.setattr(judge, "BACKOFF_S", 30.0)
+    monkeypatch.setattr(api, "BACKOFF_S", 30.0)
     FakeJudge.failures = [503, 401]  # one worker backs off for 30 s, the other fails for good
     graded, questions = _graded(2)
     started = time.monotonic()

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import judge, judge_server
+from helpers import endpoint as api
+from helpers import judge_server
 
-DEAD = judge.Endpoint(url="http://127.0.0.1:9/v1", model="m", key=None, timeout=1)  # nothing listens there
+DEAD = api.Endpoint(url="http://127.0.0.1:9/v1", model="m", key=None, timeout=1)  # nothing listens there
 
 
 def test_on_a_cpu_the_server_runs_eagerly_on_loopback() -> None:
