@@ -15,6 +15,13 @@ from typing import Any
 from helpers.answers import CHECKERS
 
 DATASETS = ("arithmetic", "gsm8k")
+TEACHER_ENDPOINT = (
+    "endpoint"  # `teacher` value: the OpenAI-compatible endpoint named by TEACHER_BASE_URL/_MODEL
+)
+THINKING = (
+    "strip",
+    "keep",
+)  # what SFT_teacher's rows do with a reasoning teacher's thinking (`distillation`)
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,12 @@ class RunConfig:
     seed: int
     filter_checker: str  # which checker decides "correct" when building training data
     max_per_problem: int  # SFT rows kept per problem (distinct correct samples)
+    # SFT_teacher (notebook 07): a stronger source sampled k times per training problem, its verified answers kept.
+    teacher: (
+        str  # a `models.load_model` name, sampled through the series' engine, or "endpoint" (TEACHER_* env)
+    )
+    teacher_max_new_tokens: int  # the teacher's token limit (a reasoning teacher thinks first: give it room)
+    teacher_thinking: str  # "strip" or "keep" a reasoning teacher's thinking in the SFT rows
     load_in_4bit: bool  # GPU only
     max_seq_length: int
     # Training (notebooks 03-06): LoRA on every linear projection, one set of batch settings for all trainers.
@@ -61,9 +74,9 @@ SMOKE = RunConfig(
     dataset="arithmetic",
     # Token budget: vLLM samples the toy prompts at about 120-150 tok/s on 2 cores (AVX2; counted to the answer
     # line) and a toy completion averages about 85-100 tokens, so one pass over 16 problems x k=4 takes about
-    # 40 s. The series samples train twice (01, 05) and test once per variant (07: 7 models x 8 x 4, about
-    # 3 minutes with an engine per variant): sized so that `make test`, the whole series included, stays under
-    # 20 minutes on a 2-core AVX2 machine.
+    # 40 s. The series samples train three times (01, 05, the teacher in 07) and test once per variant (08: 9 models
+    # x 8 x 4, about 4 minutes with an engine per variant): sized so that `make test`, the whole series included,
+    # stays under 20 minutes on a 2-core machine.
     n_train=16,
     n_test=8,
     easiest_first=False,
@@ -74,6 +87,11 @@ SMOKE = RunConfig(
     seed=0,
     filter_checker="lenient",
     max_per_problem=2,
+    # The CPU has one model, so the smoke's teacher is the base itself drawing its own samples (another seed): it
+    # exercises the teacher path, it is not a stronger source. An endpoint teacher is tested against a local server.
+    teacher="smollm2-135m",
+    teacher_max_new_tokens=160,
+    teacher_thinking="strip",
     load_in_4bit=False,
     max_seq_length=1024,
     # Training budget on 2 cores (TRL 1.14.2, LoRA r=8, fp32, measured): SFT about 3-5 s and ORPO about 5 s per
@@ -111,6 +129,11 @@ FULL = RunConfig(
     seed=3407,
     filter_checker="lenient",
     max_per_problem=4,
+    # An 8B instruct model through the same vLLM engine (16 GB in bf16: an A100/H100). A reasoning model behind an
+    # endpoint: teacher="endpoint" and a larger teacher_max_new_tokens (its thinking counts against it).
+    teacher="unsloth/Meta-Llama-3.1-8B-Instruct",
+    teacher_max_new_tokens=1024,
+    teacher_thinking="strip",
     load_in_4bit=False,
     max_seq_length=1024,
     # Unsloth's notebooks for Llama 3.x: LoRA r=16, alpha=16, SFT lr 2e-4, GRPO lr 5e-6, warm-up 10 %. One epoch
@@ -136,9 +159,10 @@ FULL = RunConfig(
 
 # The first GPU run: the whole series with the seed's model on the toy set, a few problems and a few steps, to
 # learn in minutes whether the GPU path works. Budget (an estimate, not yet measured on a GPU): samples of
-# 16 train problems x 4 twice (01, 05) and 16 test x 4 for 7 models (07), about 600 completions of at most 256
-# tokens, about 100k tokens; SFT/ORPO 2-8 steps each, GRPO 4 steps of 2 prompts x 4 completions. Most of the
-# time is starting vLLM (4 engines: 01, 05, 06, 07) and loading the model: about 10 minutes on a T4 or an H100.
+# 16 train problems x 4 three times (01, 05, and the 3B teacher in 07) and 16 test x 4 for 9 models (08), about
+# 770 completions of at most 256 tokens, about 130k tokens; SFT/ORPO 2-8 steps each, GRPO 4 steps of 2 prompts x 4
+# completions. Most of the time is starting vLLM (5 engines: 01, 05, 06, 07, 08) and loading the models (the 3B
+# teacher downloads 6.4 GB once): about 12-15 minutes on a T4 or an H100.
 GPU_SMOKE = dataclasses.replace(
     FULL,
     profile="gpu-smoke",
@@ -148,6 +172,8 @@ GPU_SMOKE = dataclasses.replace(
     k=4,
     max_new_tokens=256,
     max_per_problem=2,
+    teacher="unsloth/Llama-3.2-3B-Instruct",
+    teacher_max_new_tokens=256,
     batch_size=8,
     warmup_ratio=0.0,
     logging_steps=1,
@@ -175,17 +201,27 @@ PROFILES: dict[str, RunConfig] = {
     # Llama 3.2 1B Instruct on a 16 GB T4, sized for a Colab session: 1,000 train x 8, 250 test x 8. In 16 bit
     # (fp16 on a T4): 2.5 GB of weights fit, and 4 bit with vLLM would need the out-of-tree vllm-bnb-plugin,
     # which the GPU set does not install (GPU_NOTES §10.3; tests/test_gpu_contract.py checks it).
-    "colab-t4": dataclasses.replace(FULL, profile="colab-t4", n_train=1000, n_test=250),
+    # The teacher: Llama 3.2 3B Instruct, 6.4 GB in fp16, sampled in its own process (07) with nothing else on the card.
+    "colab-t4": dataclasses.replace(
+        FULL, profile="colab-t4", n_train=1000, n_test=250, teacher="unsloth/Llama-3.2-3B-Instruct"
+    ),
     "gpu-smoke": GPU_SMOKE,
 }
 # Profiles that need the Unsloth backend (CUDA + Unsloth): `runs.open_run` refuses them anywhere else.
 GPU_PROFILES = ("gpu-smoke", "colab-t4", "full")
 
 
+FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+
+
 def _check(cfg: RunConfig) -> None:
     problems = []
     if cfg.dataset not in DATASETS:
         problems.append(f"dataset={cfg.dataset!r} (choose one of: {', '.join(DATASETS)})")
+    if cfg.teacher_thinking not in THINKING:
+        problems.append(f"teacher_thinking={cfg.teacher_thinking!r} (choose one of: {', '.join(THINKING)})")
+    if not cfg.teacher:
+        problems.append(f"teacher={cfg.teacher!r} (a model name, or {TEACHER_ENDPOINT!r})")
     if cfg.filter_checker not in CHECKERS:
         problems.append(f"filter_checker={cfg.filter_checker!r} (choose one of: {', '.join(CHECKERS)})")
     positive = (
@@ -197,7 +233,13 @@ def _check(cfg: RunConfig) -> None:
         "lora_alpha",
         "batch_size",
     )
-    positive += ("grad_accum", "logging_steps", "grpo_max_completion_length", "grpo_patience")
+    positive += (
+        "teacher_max_new_tokens",
+        "grad_accum",
+        "logging_steps",
+        "grpo_max_completion_length",
+        "grpo_patience",
+    )
     positive += ("sft_lr", "sft_epochs", "orpo_lr", "orpo_beta", "orpo_epochs", "grpo_lr")
     for name in positive:
         if getattr(cfg, name) <= 0:
@@ -229,7 +271,7 @@ def resolve(profile: str, base: RunConfig | None = None, /, **overrides: Any) ->
     """
     if profile not in PROFILES:
         raise ValueError(f"Unknown profile {profile!r}. Choose one of: {', '.join(PROFILES)}.")
-    fields = {f.name for f in dataclasses.fields(RunConfig)} - {"profile"}
+    fields = FIELDS - {"profile"}
     if "profile" in overrides:
         raise ValueError(
             "The profile is not an override: pass it as --profile (or the notebook's `profile`)."
@@ -254,8 +296,7 @@ def resolve(profile: str, base: RunConfig | None = None, /, **overrides: Any) ->
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
     """A config back from `to_dict` output (extra keys such as the hash are ignored)."""
-    names = {f.name for f in dataclasses.fields(RunConfig)}
-    return RunConfig(**{key: value for key, value in values.items() if key in names})
+    return RunConfig(**{key: value for key, value in values.items() if key in FIELDS})
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Notebook 07: every variant on the same test problems, graded strict, lenient (and by a judge), summarized,
+"""Notebook 08: every variant on the same test problems, graded strict, lenient (and by a judge), summarized,
 compared with the base over the same problems, and the seed's claims checked against the intervals.
 
 Numbers come from `metrics`, figures from `plots`; this module gathers the per-variant files, builds the
@@ -36,6 +36,7 @@ SAMPLE_FIELDS = (
     "n_tokens",
 )
 SFT_AND_ORPO = ("SFT_1", "ORPO_1", "SFT_1_SFT_2", "SFT_1_ORPO_2", "SFT_2")
+SOURCES = ("SFT_teacher", "SFT_gold")  # claim 5: SFT on a stronger source's answers, against SFT_1
 MUCH = 0.05  # claim 1: "much" is 5 points of pass@n
 CHECKERS_NOTE = (
     "Checkers: `strict` (the `####` line the prompt asks for), `lenient` (what a human grader reads: "
@@ -67,7 +68,7 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
         if any(
             judge.cached_verdicts(run.path(f"eval/judge_{n}.jsonl"), target.model) < expected for n in names
         ):
-            judge.check(target)  # a judge that cannot answer stops 07 now, not after hours of sampling
+            judge.check(target)  # a judge that cannot answer stops 08 now, not after hours of sampling
     shared = None
     if models.resolve_backend()[0] == "unsloth":
         shared = models.load_model(
@@ -92,7 +93,7 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     """k samples per test problem from `variant` (resumable), graded; written to `eval/samples_<variant>.jsonl`."""
     adapter = None if variant == BASE else str(run.root / "models" / variant)
     raw = f"samples/test_{variant}.jsonl"
-    # An engine of its own in a child process on a GPU (its memory); on the CPU in this one (07 trains nothing).
+    # An engine of its own in a child process on a GPU (its memory); on the CPU in this one (08 trains nothing).
     isolated = models.resolve_backend()[0] == "unsloth"
     graded = run.sample(run.problems("test"), raw, adapter=adapter, model=model, isolated=isolated)
     if judge.configured():
@@ -149,6 +150,9 @@ def _own_cost(manifest: dict) -> dict[str, float]:
         "tokens_sampled": compute.get("tokens_sampled_for_data", 0)
         + compute.get("tokens_sampled_in_training", 0),
         "tokens_trained": compute.get("tokens_trained", 0),
+        "teacher_tokens": compute.get("teacher_tokens", 0),
+        "teacher_requests": compute.get("teacher_requests", 0),
+        "optimizer_steps": compute.get("optimizer_steps", 0),
         "wall_s": compute.get("wall_s", 0.0),
     }
 
@@ -165,7 +169,9 @@ def _ancestors(manifests: dict[str, dict], name: str) -> set[str]:
 
 
 def costs(run: Run, names: list[str]) -> pd.DataFrame:
-    """Per trained variant: its own tokens and wall time, and the totals including the variants it needed."""
+    """Per trained variant: its own tokens (the student's samples, a teacher's apart), requests to an endpoint
+    teacher, optimizer steps and wall time, and the totals including the variants it needed: `total_tokens` is
+    sampled + trained + teacher."""
     manifests = {n: models.read_manifest(run.root / "models" / n) for n in names if n != BASE}
     rows = {}
     for name, manifest in manifests.items():
@@ -175,7 +181,7 @@ def costs(run: Run, names: list[str]) -> pd.DataFrame:
         rows[name] = {
             **{f"own_{k}": v for k, v in own.items()},
             "needs": ", ".join(lineage[1:]) or "-",
-            "total_tokens": total["tokens_sampled"] + total["tokens_trained"],
+            "total_tokens": total["tokens_sampled"] + total["tokens_trained"] + total["teacher_tokens"],
             "total_wall_s": round(total["wall_s"], 1),
         }
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("variant")
@@ -201,47 +207,71 @@ def _lookup(
     return part[part["variant"].isin(names)] if names else part
 
 
-def _sign_verdict(low: float, high: float) -> str:
-    if low > 0:
-        return "holds"
-    if high < 0:
-        return "does not hold"
-    return "inconclusive (interval includes 0)"
+# The verdict rules, one place for every claim. A claim that a quantity lies above a threshold *holds* when its
+# whole 95 % interval lies above it, *does not hold* when the whole interval lies below it, and is *inconclusive*
+# otherwise (a claim that it lies below swaps the first two). A claim resting on several intervals holds when
+# every one holds and does not hold when any one does not.
+HOLDS, FAILS = "holds", "does not hold"
+
+
+def verdict(low: float, high: float, threshold: float = 0.0) -> str:
+    """The verdict on "the quantity is above `threshold`" from its interval [low, high]."""
+    if low > threshold:
+        return HOLDS
+    if high < threshold:
+        return FAILS
+    return f"inconclusive (interval includes {threshold:g})"
+
+
+def below(found: str) -> str:
+    """The verdict on "the quantity is below the threshold", from `verdict`'s on "above"."""
+    return {HOLDS: FAILS, FAILS: HOLDS}.get(found, found)
+
+
+def joint(verdicts: list[str], inconclusive: str) -> str:
+    """One verdict from several: holds when all hold, does not hold when any does not, else `inconclusive`."""
+    if verdicts and all(v == HOLDS for v in verdicts):
+        return HOLDS
+    if any(v == FAILS for v in verdicts):
+        return FAILS
+    return inconclusive
 
 
 def claims(
-    paired_table: pd.DataFrame, graded: pd.DataFrame, rounds: tuple[pd.DataFrame, pd.DataFrame] | None, k: int
+    paired_table: pd.DataFrame,
+    graded: pd.DataFrame,
+    rounds: tuple[pd.DataFrame, pd.DataFrame] | None,
+    k: int,
+    grpo_history: pd.DataFrame | None = None,
+    cost: pd.DataFrame | None = None,
 ) -> list[Claim]:
-    """The seed's four claims, each judged from this run's intervals (95 % paired bootstrap over problems)."""
+    """The seed's claims, each judged from this run's intervals (95 % paired bootstrap over problems) by the
+    verdict rules above. `grpo_history`: GRPO's `log_history.csv` (claim 6); `cost`: `costs` (claim 7)."""
     found = []
     gains = _lookup(paired_table, f"pass@{k}", "lenient")
     text = "; ".join(f"{r.variant} {_interval(r)}" for _, r in gains.iterrows()) or "no trained variant"
     if gains.empty:
-        verdict = "not tested (no trained variant)"
-    elif (gains["hi"] < MUCH).all():
-        verdict = "holds"
-    elif (gains["lo"] > MUCH).any():
-        verdict = "does not hold"
+        first = "not tested (no trained variant)"
     else:
-        verdict = f"inconclusive (an interval reaches +{MUCH:.2f})"
+        each = [below(verdict(r.lo, r.hi, MUCH)) for r in gains.itertuples()]
+        first = joint(each, f"inconclusive (an interval reaches +{MUCH:.2f})")
     found.append(
-        Claim(f"1. No method raises pass@{k} much (by {MUCH:.2f} or more, lenient checker)", verdict, text)
+        Claim(f"1. No method raises pass@{k} much (by {MUCH:.2f} or more, lenient checker)", first, text)
     )
 
     majs = _lookup(paired_table, f"maj@{k}", "lenient", SFT_AND_ORPO)
     text = "; ".join(f"{r.variant} {_interval(r)}" for _, r in majs.iterrows()) or "no SFT/ORPO variant"
     if majs.empty:
-        verdict = "not tested (no SFT or ORPO variant)"
-    elif (majs["lo"] > 0).all():
-        verdict = "holds"
-    elif (majs["hi"] < 0).any():
-        verdict = "does not hold"
+        second = "not tested (no SFT or ORPO variant)"
     else:
-        verdict = "inconclusive (interval includes 0)"
-    found.append(Claim(f"2. SFT and ORPO raise maj@{k} (lenient checker)", verdict, text))
+        second = joint([verdict(r.lo, r.hi) for r in majs.itertuples()], "inconclusive (interval includes 0)")
+    found.append(Claim(f"2. SFT and ORPO raise maj@{k} (lenient checker)", second, text))
 
     found.append(_grpo_claim(graded))
     found.append(_rounds_claim(rounds))
+    found += [_source_claim(graded, source, k) for source in SOURCES]
+    found.append(_sparsity_claim(grpo_history))
+    found.append(_efficiency_claim(graded, cost))
     return found
 
 
@@ -267,7 +297,7 @@ def _grpo_claim(graded: pd.DataFrame) -> Claim:
         return Claim(claim, "does not hold (GRPO is worse than the base under the strict checker)", evidence)
     if strict_lo <= 0:
         return Claim(claim, "inconclusive (the strict gain's interval includes 0)", evidence)
-    return Claim(claim, _sign_verdict(low, high), evidence)
+    return Claim(claim, verdict(low, high), evidence)
 
 
 def _rounds_claim(rounds: tuple[pd.DataFrame, pd.DataFrame] | None) -> Claim:
@@ -284,7 +314,149 @@ def _rounds_claim(rounds: tuple[pd.DataFrame, pd.DataFrame] | None) -> Claim:
         f"correct share {first_rate.mean():.3f} -> {second_rate.mean():.3f}, "
         f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}] (SFT_1 was trained on some of these problems)"
     )
-    return Claim(claim, _sign_verdict(low, high), evidence)
+    return Claim(claim, verdict(low, high), evidence)
+
+
+def versus(graded: pd.DataFrame, variant: str, other: str, checker: str, n_boot: int = 1000) -> pd.DataFrame:
+    """`variant` minus `other` on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
+    scores = {
+        v: metrics.per_problem_scores(graded[graded["variant"] == v], checker) for v in (variant, other)
+    }
+    if set(scores[variant].index) != set(scores[other].index):
+        raise ValueError(f"{variant} and {other} were sampled on different test problems: resample both.")
+    rows = []
+    for metric in scores[variant].columns:
+        a = scores[variant][metric]
+        diff, low, high = metrics.paired_bootstrap_diff(a, scores[other].loc[a.index, metric], n_boot)
+        rows.append({"metric": metric, "diff": diff, "lo": low, "hi": high})
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def _source_claim(graded: pd.DataFrame, source: str, k: int) -> Claim:
+    """Claim 5 for one source: SFT on its verified answers beats SFT_1 on pass@1 and maj@k (lenient)."""
+    label = {"SFT_teacher": "5a", "SFT_gold": "5b"}[source]
+    claim = (
+        f"{label}. SFT on a stronger source's verified answers beats rejection sampling on the model's own "
+        f"({source} vs SFT_1, pass@1 and maj@{k}, lenient)"
+    )
+    present = set(graded["variant"])
+    if not {source, "SFT_1"} <= present:
+        return Claim(
+            claim, f"not tested ({' and '.join(sorted({source, 'SFT_1'} - present))} not trained)", "-"
+        )
+    table = versus(graded, source, "SFT_1", "lenient").loc[["pass@1", f"maj@{k}"]]
+    evidence = "; ".join(f"{m} {_interval(r)}" for m, r in table.iterrows())
+    found = joint([verdict(r.lo, r.hi) for r in table.itertuples()], "inconclusive (interval includes 0)")
+    return Claim(claim, found, evidence)
+
+
+def reward_sparsity(history: pd.DataFrame, n_boot: int = 1000) -> dict[str, float | bool]:
+    """GRPO's signal, from its log: the share of groups whose k rewards were all equal (`frac_reward_zero_std`,
+    no advantage, no gradient), mean over logged windows with its 95 % interval, and the share of optimizer steps
+    in which no group carried a signal (windows whose every group had none; exact when each step was logged, a
+    lower bound when a window spans several)."""
+    logged = (
+        history.dropna(subset=["frac_reward_zero_std"]) if "frac_reward_zero_std" in history else history[:0]
+    )
+    if logged.empty:
+        raise ValueError(
+            "GRPO's log has no frac_reward_zero_std: was it trained by this series' GRPO trainer?"
+        )
+    values = logged["frac_reward_zero_std"].to_numpy(dtype=float)
+    steps = logged["step"].diff().fillna(logged["step"]).to_numpy(dtype=float)
+    low, high = metrics.bootstrap_ci(values, n_boot)
+    return {
+        "zero_spread_share": float(values.mean()),
+        "lo": low,
+        "hi": high,
+        "steps": int(steps.sum()),
+        "steps_without_signal": int(steps[values >= 1.0].sum()),
+        "exact": bool((steps == 1).all()),
+    }
+
+
+def _sparsity_claim(history: pd.DataFrame | None) -> Claim:
+    claim = (
+        '6. "GRPO\'s reward is sparse": most groups of k completions carry no learning signal (share of groups '
+        "with zero reward spread above 0.5)"
+    )
+    if history is None:
+        return Claim(claim, "not tested (GRPO not trained)", "-")
+    found = reward_sparsity(history)
+    bound = "" if found["exact"] else "at least "
+    evidence = (
+        f"groups with zero reward spread: {found['zero_spread_share']:.3f} [{found['lo']:.3f}, {found['hi']:.3f}] "
+        f"of all; optimizer steps in which no group carried a signal: {bound}{found['steps_without_signal']} of "
+        f"{found['steps']}"
+    )
+    return Claim(claim, verdict(found["lo"], found["hi"], 0.5), evidence)
+
+
+def efficiency(
+    graded: pd.DataFrame, cost: pd.DataFrame, metric: str = "pass@1", n_boot: int = 1000
+) -> pd.DataFrame:
+    """Each trained variant's gain over the base (lenient, paired, with its interval) per million total tokens
+    (sampled + trained + teacher, lineage included), ranked from the best."""
+    rows = []
+    for variant in cost.index:
+        if variant not in set(graded["variant"]):
+            continue
+        gain = versus(graded, variant, BASE, "lenient", n_boot).loc[metric]
+        tokens = float(cost.loc[variant, "total_tokens"])
+        per = 1e6 / max(tokens, 1.0)
+        rows.append(
+            {
+                "variant": variant,
+                f"{metric} gain": gain["diff"],
+                "lo": gain["lo"],
+                "hi": gain["hi"],
+                "total_tokens": int(tokens),
+                "gain per M tokens": gain["diff"] * per,
+                "per M lo": gain["lo"] * per,
+                "per M hi": gain["hi"] * per,
+            }
+        )
+    columns = [
+        "variant",
+        f"{metric} gain",
+        "lo",
+        "hi",
+        "total_tokens",
+        "gain per M tokens",
+        "per M lo",
+        "per M hi",
+    ]
+    table = pd.DataFrame(rows, columns=columns).set_index("variant")
+    return table.sort_values("gain per M tokens", ascending=False)
+
+
+def _efficiency_claim(graded: pd.DataFrame, cost: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
+    """SFT_teacher's gain per token minus GRPO's, paired over problems (each problem's gain over the base divided
+    by the variant's total tokens)."""
+    claim = "7. Gains per unit of compute: SFT on a teacher's verified answers gains more per token than GRPO (pass@1, lenient)"
+    present = set(graded["variant"])
+    if (
+        cost is None
+        or not {"SFT_teacher", "GRPO"} <= present
+        or not {"SFT_teacher", "GRPO"} <= set(cost.index)
+    ):
+        return Claim(claim, "not tested (SFT_teacher or GRPO not trained)", "-")
+    ranked = efficiency(graded, cost, n_boot=n_boot)
+    base = metrics.per_problem_scores(graded[graded["variant"] == BASE], "lenient")["pass@1"]
+    per_token = {}
+    for variant in ("SFT_teacher", "GRPO"):
+        scores = metrics.per_problem_scores(graded[graded["variant"] == variant], "lenient")["pass@1"]
+        per_token[variant] = (
+            (scores - base.loc[scores.index]) * 1e6 / max(float(cost.loc[variant, "total_tokens"]), 1.0)
+        )
+    teacher = per_token["SFT_teacher"]
+    diff, low, high = metrics.paired_bootstrap_diff(teacher, per_token["GRPO"].loc[teacher.index], n_boot)
+    ranking = "; ".join(
+        f"{v} {r['gain per M tokens']:+.3g} [{r['per M lo']:+.3g}, {r['per M hi']:+.3g}]"
+        for v, r in ranked.iterrows()
+    )
+    evidence = f"gain per million tokens, ranked: {ranking}. SFT_teacher minus GRPO: {diff:+.3g} [{low:+.3g}, {high:+.3g}]"
+    return Claim(claim, verdict(low, high), evidence)
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
@@ -308,10 +480,12 @@ def write_report(
     checks: tuple[pd.DataFrame, str],
     figures: list[Path],
     missing: list[str],
+    ranked: pd.DataFrame | None = None,
 ) -> Path:
     """`REPORT.md` in the run directory: config and date, the tables, the figures, the claims and verdicts.
 
-    `checks`: `agreement.disagreements` of the graded samples and `agreement.examples_markdown` of them.
+    `checks`: `agreement.disagreements` of the graded samples and `agreement.examples_markdown` of them;
+    `ranked`: `efficiency`'s table (gain per unit of compute).
     """
     k = run.cfg.k
     shown = [
@@ -333,7 +507,7 @@ def write_report(
     parts = [
         f"# Report: {run.root.name}",
         "",
-        f"Written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')} by `07_evaluation`. "
+        f"Written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')} by `08_evaluation`. "
         f"Profile `{run.cfg.profile}`, config `{config.config_hash(run.cfg)}`: {run.describe()}.",
         "",
         "Every variant was sampled on the same test problems with the same seed, temperature and token limit: "
@@ -369,9 +543,15 @@ def write_report(
         "",
         checks[1],
         "",
-        "## Cost (tokens sampled + trained, including the variants each one needed)",
+        "## Cost (tokens sampled + trained + a teacher's, including the variants each one needed)",
         "",
         markdown_table(cost) if not cost.empty else "No trained variant.",
+        "",
+        "## Gain per unit of compute (pass@1 gain over the base, lenient, per million tokens, ranked)",
+        "",
+        markdown_table(ranked, digits=4)
+        if ranked is not None and not ranked.empty
+        else "No trained variant.",
         "",
         "## Figures",
         "",
@@ -386,6 +566,12 @@ def write_report(
     if missing:
         parts[4:4] = [f"**Not evaluated (not trained yet):** {', '.join(missing)}.", ""]
     return atomic_write_text(run.root / "REPORT.md", "\n".join(parts) + "\n")
+
+
+def grpo_history(run: Run) -> pd.DataFrame | None:
+    """GRPO's training log (`models/GRPO/log_history.csv`), or None before notebook 06 ran."""
+    path = run.root / "models" / "GRPO" / training.HISTORY
+    return pd.read_csv(path) if path.is_file() else None
 
 
 def training_rounds(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:

@@ -58,7 +58,17 @@ STEPS = (
         ),
     ),
     Step("06", "06_grpo", ("models/GRPO/manifest.json",)),
-    Step("07", "07_evaluation", ("eval/results.csv", "REPORT.md")),
+    Step(
+        "07",
+        "07_distillation",
+        (
+            "datasets/sft_gold.jsonl",
+            "datasets/sft_teacher.jsonl",
+            "models/SFT_gold/manifest.json",
+            "models/SFT_teacher/manifest.json",
+        ),
+    ),
+    Step("08", "08_evaluation", ("eval/results.csv", "REPORT.md")),
 )
 
 
@@ -89,7 +99,7 @@ def select_steps(only: str | None = None, start: str | None = None, stop: str | 
             raise ValueError(f"Unknown step {n!r}. Steps: {', '.join(numbers)}.")
     if asked:
         return [s for s in STEPS if s.number in asked]
-    lo, hi = (start or "01").zfill(2), (stop or "07").zfill(2)
+    lo, hi = (start or numbers[0]).zfill(2), (stop or numbers[-1]).zfill(2)
     return [s for s in STEPS if lo <= s.number <= hi]
 
 

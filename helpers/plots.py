@@ -203,7 +203,7 @@ def format_breakdown(breakdown: pd.DataFrame, title: str = "Right vs formatted, 
 def cost_vs_gain(
     cost: pd.DataFrame, paired: pd.DataFrame, metric: str, title: str = "Cost vs gain"
 ) -> Figure:
-    """Each variant's total tokens (sampled + trained, lineage included) against its `metric` change vs the base,
+    """Each variant's total tokens (sampled + trained + teacher, lineage included) against its `metric` change vs the base,
     one panel per checker."""
     checkers = list(dict.fromkeys(paired["checker"]))
     fig = InlineFigure(figsize=(5 * len(checkers), 4))
@@ -218,7 +218,7 @@ def cost_vs_gain(
             # staggered labels: variants of one lineage often cost the same tokens
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(5, 4 + 9 * (i % 3)), fontsize=7)
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set(xscale="log", xlabel="tokens sampled + trained (log)", title=f"{checker} checker")
+        ax.set(xscale="log", xlabel="tokens sampled + trained + teacher (log)", title=f"{checker} checker")
     axes[0].set_ylabel(f"{metric} minus base (95 % interval)")
     fig.suptitle(title)
     fig.tight_layout()

@@ -71,7 +71,7 @@ class Run:
         `model`: a loaded engine to reuse (one that serves LoRA takes `adapter` as a LoRA request); by default
         the run's model is loaded for this call. `isolated`: a vLLM engine of our own lives in a child process.
         On a GPU it keeps its memory until its process ends; on the CPU it pins this process's threads (torch
-        then trains on one core) and reseeds it. Notebooks that train after sampling need that; 07 does not.
+        then trains on one core) and reseeds it. Notebooks that train after sampling need that; 08 does not.
         """
         c = self.cfg
         isolated = isolated and model is None and sampling.choose_backend() != "transformers"
@@ -143,13 +143,15 @@ def open_run(
             f"{root} was made with other settings (profile: {found.get('profile')!r} -> {profile!r}). Outputs of "
             "two configs are never mixed: use a new run directory, or rerun the pipeline with --force."
         )
-    try:
-        base = config.from_dict(found) if found is not None else None
-    except TypeError as err:
+    lacking = sorted(config.FIELDS - set(found)) if found is not None else []
+    if lacking:
         raise ConfigMismatch(
-            f"{config_path} lacks settings this version needs ({err}). Use a new run directory, or rerun the "
-            "pipeline with --force to replace this run."
-        ) from err
+            f"{config_path} was written by an earlier version of the series and lacks the settings {lacking} (the "
+            "distillation step 07 and its teacher came later, and evaluation became 08). Outputs of two versions are "
+            "never mixed: use a new run directory, or rerun the pipeline with --force to replace this run (the old "
+            "one is kept beside it as <run>.replaced-<hash>)."
+        )
+    base = config.from_dict(found) if found is not None else None
     cfg = config.resolve(profile, base, **{**(overrides or {}), **knobs})
     wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
     if found is not None:

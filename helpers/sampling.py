@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,8 @@ class Draw:
 
 
 def read_samples(path: str | os.PathLike) -> pd.DataFrame:
-    """Rows of a sample file, skipping a partial last line; duplicate rows keep the first."""
+    """Rows of a sample file (`ROW_FIELDS` and any others its rows carry), skipping a partial last line; duplicate
+    rows keep the first."""
     path = Path(path)
     lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
     rows = []
@@ -67,7 +68,8 @@ def read_samples(path: str | os.PathLike) -> pd.DataFrame:
             raise ValueError(
                 f"{path}, line {number}, is not a JSON row ({err}). Delete the file to resample."
             ) from err
-    frame = pd.DataFrame(rows, columns=list(ROW_FIELDS)) if rows else pd.DataFrame(columns=list(ROW_FIELDS))
+    extra = sorted({key for row in rows for key in row} - set(ROW_FIELDS))  # e.g. an endpoint teacher's
+    frame = pd.DataFrame(rows, columns=[*ROW_FIELDS, *extra])
     duplicated = frame.duplicated(["problem_id", "sample_idx"])
     if duplicated.any():
         log.warning("%s holds %d duplicate rows: keeping the first of each", path, int(duplicated.sum()))
@@ -197,18 +199,11 @@ def sample(
             engine takes only `max_seq_length` (it loads fp32, never 4 bit).
     """
     _validate(problems, k, temperature, top_p, max_new_tokens)
-    out_path = Path(out_path)
-    if not out_path.exists():
-        stats_path(out_path).unlink(missing_ok=True)  # stats of a deleted file must not carry over
-    repair_tail(out_path)
-    existing = read_samples(out_path)
     settings = {**describe_model(model_ref, adapter, backend), "seed": seed, "temperature": temperature}
     settings |= {"top_p": top_p, "max_new_tokens": max_new_tokens}
-    _check_settings(existing, settings, out_path)
-    done = existing.groupby("problem_id")["sample_idx"].agg(set).to_dict() if len(existing) else {}
-    todo = {pid: [i for i in range(k) if i not in done.get(pid, set())] for pid in problems["id"]}
-    todo = {pid: idxs for pid, idxs in todo.items() if idxs}
-    if todo:
+
+    def generate(todo: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
+        """Loads the model now (before `store` times the sampling), then streams its rows."""
         if isinstance(model_ref, str):
             model, tokenizer, lora = _load(model_ref, adapter, settings["backend"], seed, load_kwargs)
         else:
@@ -217,16 +212,50 @@ def sample(
                 lora = (
                     model.gsm8k_adapter
                 )  # Unsloth's vLLM serves the base: the adapter goes as a LoRA request
-        try:
-            questions = dict(zip(problems["id"], problems["question"], strict=True))
-            prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
-            engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
-            draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
-            stream = engine(model, tokenizer, prompts, todo, draw, lora)
-            _write(stream, out_path, settings, total=sum(map(len, todo.values())))
-        finally:
-            if isinstance(model_ref, str) and isinstance(model, cpu_engine.CpuEngine):
-                model.close()  # an engine of our own: free its KV cache now, not at the next collection
+        questions = dict(zip(problems["id"], problems["question"], strict=True))
+        prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
+        engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
+        rows = engine(
+            model, tokenizer, prompts, todo, Draw(seed, temperature, top_p, max_new_tokens, max_rows), lora
+        )
+        owned = isinstance(model_ref, str) and isinstance(model, cpu_engine.CpuEngine)
+        return _closing(rows, model.close) if owned else rows
+
+    return store(out_path, problems, k, settings, generate)
+
+
+def _closing(rows: Iterator[dict[str, Any]], close: Callable[[], None]) -> Iterator[dict[str, Any]]:
+    """`rows`, then `close()` however the stream ends: an engine of our own frees its KV cache at once."""
+    try:
+        yield from rows
+    finally:
+        close()
+
+
+def store(
+    out_path: str | os.PathLike,
+    problems: Any,
+    k: int,
+    settings: dict[str, Any],
+    generate: Callable[[dict[str, list[int]]], Iterator[dict[str, Any]]],
+) -> pd.DataFrame:
+    """The resumable sample file: `k` rows per problem in `out_path`, graded.
+
+    Rows already there are kept (their `settings` must equal these); `generate(todo)` (problem id -> the sample
+    indices missing) is asked for the rest, and each row it yields is appended, flushed, as it comes, with the
+    `settings` fields added. Any source of samples (an engine, an endpoint) goes through here.
+    """
+    out_path = Path(out_path)
+    if not out_path.exists():
+        stats_path(out_path).unlink(missing_ok=True)  # stats of a deleted file must not carry over
+    repair_tail(out_path)
+    existing = read_samples(out_path)
+    _check_settings(existing, settings, out_path)
+    done = existing.groupby("problem_id")["sample_idx"].agg(set).to_dict() if len(existing) else {}
+    todo = {pid: [i for i in range(k) if i not in done.get(pid, set())] for pid in problems["id"]}
+    todo = {pid: idxs for pid, idxs in todo.items() if idxs}
+    if todo:
+        _write(generate(todo), out_path, settings, total=sum(map(len, todo.values())))
     else:
         log.info("%s already holds %d samples for every problem: nothing to sample", out_path, k)
     rows = read_samples(out_path)

@@ -1,4 +1,4 @@
-"""Train the six variants with TRL and LoRA: `train_sft`, `train_orpo`, `train_grpo`.
+"""Train the eight variants with TRL and LoRA: `train_sft`, `train_orpo`, `train_grpo`.
 
 GPU: the model comes from Unsloth (`models.load_model`), whose import patches TRL's trainers; GRPO then generates
 with vLLM. CPU: transformers + peft in fp32 without gradient checkpointing (TRL's bf16 and checkpointing
@@ -41,6 +41,8 @@ NOTEBOOK_OF = {
     "SFT_1_ORPO_2": "05_second_round",
     "SFT_2": "05_second_round",
     "GRPO": "06_grpo",
+    "SFT_gold": "07_distillation",
+    "SFT_teacher": "07_distillation",
 }
 VARIANTS = tuple(NOTEBOOK_OF)
 COLUMNS = {"sft": ("prompt", "completion"), "orpo": ("prompt", "chosen", "rejected")}
@@ -59,6 +61,8 @@ CURVES = {
 }
 GRPO_REWARDS = (rewards.correctness_reward, rewards.format_reward)
 HISTORY = "log_history.csv"
+# Who wrote an SFT variant's rows: the student's own samples, a teacher's samples, or the data set's solutions.
+DATA_SOURCES = ("samples", "teacher", "solutions")
 
 
 class BadTrainingData(ValueError):
@@ -84,6 +88,7 @@ def summary(trained: list[Trained]) -> pd.DataFrame:
                 "method": t.manifest["method"],
                 "parent": t.manifest["parent"] or "(base)",
                 "data_sampled_by": t.manifest["data"]["sampled_by"] or "(generated in training)",
+                "data_source": t.manifest["data"].get("source", "samples"),
                 "data_rows": t.manifest["data"]["rows"],
                 **t.manifest["compute"],
             }
@@ -340,14 +345,27 @@ def grpo_trainer(
     )
 
 
-def train_sft(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
-    """SFT of the base (or of `parent`'s adapter) on prompt-completion rows, loss on the completion only."""
+def train_sft(
+    run: Run,
+    name: str,
+    data_file: str,
+    samples_file: str | None,
+    parent: str | None = None,
+    source: str = "samples",
+) -> Trained:
+    """SFT of the base (or of `parent`'s adapter) on prompt-completion rows, loss on the completion only.
+
+    `source`: who wrote the rows (`DATA_SOURCES`): the student's own `samples` (their tokens are its cost), a
+    `teacher`'s samples (counted apart, as teacher tokens and requests) or the data set's `solutions` (no
+    `samples_file`, nothing sampled).
+    """
     rows = read_rows(run.require(data_file, _producer(data_file)), "sft")
 
     def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
         return sft_trainer(model, tokenizer, args, rows, run.cfg)
 
-    return _train(run, name, "sft", parent, build, _data_record(run, data_file, samples_file, len(rows)))
+    record = _data_record(run, data_file, samples_file, len(rows), source)
+    return _train(run, name, "sft", parent, build, record)
 
 
 def train_orpo(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
@@ -372,6 +390,7 @@ def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Train
 
     record = {
         "file": None,
+        "source": "generated in training",
         "problems": f"{c.dataset} train",
         "rows": len(rows),
         "samples_file": None,
@@ -405,20 +424,37 @@ def _dataset(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> datasets.D
 
 
 def _producer(data_file: str) -> str:
-    return "05_second_round" if "round2" in data_file else "02_rejection_filtering"
+    if "round2" in data_file:
+        return "05_second_round"
+    return "07_distillation" if "gold" in data_file or "teacher" in data_file else "02_rejection_filtering"
 
 
-def _data_record(run: Run, data_file: str, samples_file: str, n_rows: int) -> dict[str, Any]:
-    """Where the training rows came from: the file, the samples they were filtered from, and their cost."""
-    samples = sampling.read_samples(run.require(samples_file, _producer(data_file)))
-    sampled_by = sorted(set(samples["model"]))
-    return {
+def _data_record(
+    run: Run, data_file: str, samples_file: str | None, n_rows: int, source: str = "samples"
+) -> dict[str, Any]:
+    """Where the training rows came from: the file, the samples they were filtered from, and their cost (a
+    teacher's tokens and requests apart from the student's own)."""
+    if source not in DATA_SOURCES or (samples_file is None) != (source == "solutions"):
+        raise ValueError(
+            f"source={source!r} with samples_file={samples_file!r}: choose one of {', '.join(DATA_SOURCES)}; only "
+            "'solutions' comes without a samples file."
+        )
+    record: dict[str, Any] = {
         "file": data_file,
+        "source": source,
         "rows": n_rows,
         "samples_file": samples_file,
-        "sampled_by": sampled_by[0] if len(sampled_by) == 1 else sampled_by,
-        "tokens_sampled": int(samples["n_tokens"].sum()),
     }
+    if samples_file is None:
+        return {**record, "sampled_by": f"{run.cfg.dataset} solutions", "tokens_sampled": 0}
+    samples = sampling.read_samples(run.require(samples_file, _producer(data_file)))
+    sampled_by = sorted(set(samples["model"]))
+    record["sampled_by"] = sampled_by[0] if len(sampled_by) == 1 else sampled_by
+    tokens = int(samples["n_tokens"].sum())
+    if source == "teacher":
+        requests = int(samples["requests"].sum()) if "requests" in samples else 0
+        return {**record, "tokens_sampled": 0, "teacher_tokens": tokens, "teacher_requests": requests}
+    return {**record, "tokens_sampled": tokens}
 
 
 def trainer_args(run: Run, name: str) -> dict[str, Any]:
@@ -524,6 +560,7 @@ def _train(
     history = pd.DataFrame(trainer.state.log_history)
     compute = {
         "tokens_sampled_for_data": data_record.pop("tokens_sampled"),
+        **{key: data_record.pop(key) for key in ("teacher_tokens", "teacher_requests") if key in data_record},
         "tokens_trained": meter.tokens,
         "optimizer_steps": int(trainer.state.global_step),
         "backward_passes": meter.backward_passes,

@@ -101,6 +101,27 @@ def test_training_data_is_consistent_with_the_samples(smoke, samples_file: str, 
         assert not answers.grade(pair["rejected"][0]["content"], gold).lenient_correct
 
 
+def test_the_distillation_data_are_the_gold_solutions_and_verified_teacher_answers(smoke) -> None:
+    run_dir, _ = smoke
+    run = runs.open_run(run_dir, "smoke")
+    problems = run.problems("train")
+    teacher = sampling.read_samples(run_dir / "samples" / "teacher_train.jsonl")
+    base = sampling.read_samples(run_dir / "samples" / "base_train.jsonl")
+    assert len(teacher) == run.cfg.n_train * run.cfg.k and set(teacher["seed"]) == {run.cfg.seed + 1}
+    assert set(teacher["completion"]) != set(base["completion"])  # the teacher's own draws, not the base's
+    golds = dict(zip(problems["id"], problems["gold"], strict=True))
+    gold_rows = files.read_jsonl(run_dir / "datasets" / "sft_gold.jsonl")
+    assert [r["problem_id"] for r in gold_rows] == problems["id"]
+    texts = {(r.problem_id, r.sample_idx): r.completion for r in teacher.itertuples()}
+    rows = files.read_jsonl(run_dir / "datasets" / "sft_teacher.jsonl")
+    assert rows, "the smoke's teacher must verify some answers"
+    for row in gold_rows + rows:
+        assert answers.grade(row["completion"][0]["content"], golds[row["problem_id"]]).lenient_correct
+    for row in rows:
+        assert texts[(row["problem_id"], row["sample_idx"])].strip() == row["completion"][0]["content"]
+    assert max(sum(r["problem_id"] == p for r in rows) for p in golds) <= run.cfg.max_per_problem
+
+
 def test_second_round_samples_come_from_sft_1(smoke) -> None:
     run_dir, _ = smoke
     samples = sampling.read_samples(run_dir / "samples" / "sft1_train.jsonl")
@@ -108,7 +129,7 @@ def test_second_round_samples_come_from_sft_1(smoke) -> None:
     assert len(samples) == runs.open_run(run_dir, "smoke").cfg.n_train * runs.open_run(run_dir, "smoke").cfg.k
 
 
-def test_all_six_variants_reload_and_training_changed_their_weights(smoke) -> None:
+def test_all_eight_variants_reload_and_training_changed_their_weights(smoke) -> None:
     run_dir, _ = smoke
     base, _ = models.load_model(models.SMOLLM2_ALIAS)
     base_weights = base.state_dict()
@@ -128,6 +149,8 @@ EXPECTED_LINEAGE = {
     "SFT_1_ORPO_2": ("orpo", "SFT_1", "smollm2-135m+SFT_1"),
     "SFT_2": ("sft", None, "smollm2-135m+SFT_1"),
     "GRPO": ("grpo", None, None),
+    "SFT_gold": ("sft", None, "arithmetic solutions"),
+    "SFT_teacher": ("sft", None, "smollm2-135m"),  # the smoke's teacher: the base model, with its own seed
 }
 
 
@@ -149,6 +172,13 @@ def test_manifest_lineage_and_compute_accounting(smoke, name: str) -> None:
     if name == "GRPO":
         assert compute["tokens_sampled_for_data"] == 0 and compute["tokens_sampled_in_training"] > 0
         assert 0 < compute["rows_consumed"] <= compute["rows_available"]
+    elif name == "SFT_gold":
+        assert compute["tokens_sampled_for_data"] == 0 and manifest["data"]["samples_file"] is None
+        assert manifest["data"]["rows"] == runs.open_run(run_dir, "smoke").cfg.n_train
+    elif name == "SFT_teacher":
+        samples = sampling.read_samples(run_dir / manifest["data"]["samples_file"])
+        assert compute["tokens_sampled_for_data"] == 0 and compute["teacher_requests"] == 0  # no endpoint
+        assert compute["teacher_tokens"] == samples["n_tokens"].sum() > 0
     else:
         samples = sampling.read_samples(run_dir / manifest["data"]["samples_file"])
         assert compute["tokens_sampled_for_data"] == samples["n_tokens"].sum()
@@ -166,8 +196,8 @@ EVAL_FIELDS = {"problem_id", "sample_idx", "completion", "pred_strict", "pred_le
 
 
 def judged(run_dir: Path) -> bool:
-    """Whether 07 ran with the local judge (a server could start on this machine)."""
-    return "LLM judge skipped" not in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
+    """Whether 08 ran with the local judge (a server could start on this machine)."""
+    return "LLM judge skipped" not in (run_dir / "executed" / "08_evaluation.ipynb").read_text()
 
 
 def test_results_match_the_per_sample_files(smoke) -> None:
@@ -198,7 +228,7 @@ def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
     assert len(paired) == len(training.VARIANTS) * len(checkers) * 3
     assert set(paired["variant"]) == set(training.VARIANTS) and set(paired["checker"]) == set(checkers)
     assert (paired["lo"] <= paired["diff"]).all() and (paired["diff"] <= paired["hi"]).all()
-    for figure in ("07_pass_at_k", "07_metrics", "07_format_breakdown", "07_cost_vs_gain"):
+    for figure in ("08_pass_at_k", "08_metrics", "08_format_breakdown", "08_cost_vs_gain"):
         assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 0
     report = (run_dir / "REPORT.md").read_text()
     for name in ("base", *training.VARIANTS):
@@ -208,9 +238,17 @@ def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
         "2. SFT and ORPO raise",
         "3. GRPO's gain",
         "4. Second-round samples",
+        "5a. SFT on a stronger source's verified answers",
+        "(SFT_gold vs SFT_1",
+        '6. "GRPO\'s reward is sparse"',
+        "7. Gains per unit of compute",
     ):
         assert claim in report
-    assert "figures/07_metrics.png" in report
+    assert "not tested" not in report.split("## Results")[0]  # every claim has its variants in the smoke
+    assert "figures/08_metrics.png" in report and "## Gain per unit of compute" in report
+    ranked = pd.read_csv(run_dir / "eval" / "efficiency.csv")
+    assert set(ranked["variant"]) == set(training.VARIANTS)
+    assert ranked["gain per M tokens"].is_monotonic_decreasing
 
 
 def test_the_checkers_disagreements_are_counted_and_shown(smoke) -> None:
@@ -232,12 +270,12 @@ def test_the_checkers_disagreements_are_counted_and_shown(smoke) -> None:
     )
 
 
-def test_the_local_judge_graded_every_sample_in_07(smoke, local_judge) -> None:
+def test_the_local_judge_graded_every_sample_in_08(smoke, local_judge) -> None:
     if isinstance(local_judge, str):
         pytest.skip(local_judge)
     run_dir, _ = smoke
     assert (
-        "LLM judge: smollm2-135m at 127.0.0.1" in (run_dir / "executed" / "07_evaluation.ipynb").read_text()
+        "LLM judge: smollm2-135m at 127.0.0.1" in (run_dir / "executed" / "08_evaluation.ipynb").read_text()
     )
     for variant in ("base", *training.VARIANTS):
         samples = files.read_jsonl(run_dir / "eval" / f"samples_{variant}.jsonl")

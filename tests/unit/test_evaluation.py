@@ -123,10 +123,8 @@ def test_costs_add_up_the_variants_each_one_needed(tmp_path: Path) -> None:
     manifest(run.root, "GRPO", None, None, {"tokens_sampled_for_data": 0, "tokens_sampled_in_training": 7,
                                             "tokens_trained": 3, "wall_s": 2.0})  # fmt: skip
     present, missing = evaluation.variants(run)
-    assert present == ["base", "SFT_1", "SFT_1_SFT_2", "SFT_2", "GRPO"] and missing == [
-        "ORPO_1",
-        "SFT_1_ORPO_2",
-    ]
+    assert present == ["base", "SFT_1", "SFT_1_SFT_2", "SFT_2", "GRPO"]
+    assert missing == ["ORPO_1", "SFT_1_ORPO_2", "SFT_gold", "SFT_teacher"]
     cost = evaluation.costs(run, present)
     assert cost.loc["SFT_1", "total_tokens"] == 110 and cost.loc["SFT_1", "needs"] == "-"
     assert cost.loc["SFT_2", "total_tokens"] == 60 + 110 and cost.loc["SFT_2", "needs"] == "SFT_1"
@@ -167,7 +165,7 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
     assert '"k": 2' in text
 
 
-def test_a_misconfigured_judge_stops_07_before_any_sampling(
+def test_a_misconfigured_judge_stops_08_before_any_sampling(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = runs.open_run(tmp_path / "run", "smoke")
@@ -197,3 +195,79 @@ def test_a_judge_with_every_verdict_cached_is_not_asked_for(
 def test_markdown_table_rounds_floats() -> None:
     text = evaluation.markdown_table(pd.DataFrame({"a": [0.12345], "b": ["x"]}, index=["r"]))
     assert text.splitlines() == ["| index | a | b |", "|---|---|---|", "| r | 0.123 | x |"]
+
+
+def test_one_verdict_rule_for_every_claim() -> None:
+    assert evaluation.verdict(0.01, 0.2) == "holds" and evaluation.verdict(-0.2, -0.01) == "does not hold"
+    assert evaluation.verdict(-0.1, 0.1) == "inconclusive (interval includes 0)"
+    assert evaluation.verdict(0.4, 0.6, 0.5) == "inconclusive (interval includes 0.5)"
+    assert evaluation.below(evaluation.verdict(0.6, 0.7, 0.5)) == "does not hold"
+    assert evaluation.joint(["holds", "holds"], "?") == "holds"
+    assert evaluation.joint(["holds", "does not hold"], "?") == "does not hold"
+    assert evaluation.joint(["holds", "inconclusive (interval includes 0)"], "?") == "?"
+
+
+def test_claim_5_sets_each_source_against_sft_1() -> None:
+    n = 40
+    base = graded_variant("base", [[False] * 4] * n)
+    sft_1 = graded_variant("SFT_1", [[True, False, False, False]] * n)
+    teacher = graded_variant("SFT_teacher", [[True, True, True, False]] * n)  # pass@1 and maj@4 above SFT_1
+    gold = graded_variant("SFT_gold", [[False] * 4] * n)  # below it
+    found = claims_for(base, [sft_1, teacher, gold])
+    graded = pd.concat([base, sft_1, teacher, gold])
+    five = {c.claim[:2]: c for c in evaluation.claims(evaluation.paired(graded, 50), graded, None, 4)}
+    assert five["5a"].verdict == "holds" and "pass@1 +0.500 [+0.500, +0.500]" in five["5a"].evidence
+    assert five["5b"].verdict == "does not hold" and "SFT_gold vs SFT_1" in five["5b"].claim
+    assert found["6"].verdict.startswith("not tested") and found["7"].verdict.startswith("not tested")
+    alone = {c.claim[:2]: c for c in evaluation.claims(evaluation.paired(pd.concat([base, teacher]), 50),
+                                                     pd.concat([base, teacher]), None, 4)}  # fmt: skip
+    assert alone["5a"].verdict == "not tested (SFT_1 not trained)"
+
+
+def test_claim_6_reads_grpo_reward_sparsity_from_its_log() -> None:
+    history = pd.DataFrame({"step": [1, 2, 3, 4], "frac_reward_zero_std": [1.0, 1.0, 0.75, 1.0]})
+    found = evaluation.reward_sparsity(history, n_boot=200)
+    assert found["zero_spread_share"] == pytest.approx(0.9375) and found["exact"]
+    assert (found["steps_without_signal"], found["steps"]) == (3, 4)
+    windows = pd.DataFrame({"step": [1, 10, 20], "frac_reward_zero_std": [1.0, 1.0, 0.5], "loss": [0, 0, 0]})
+    claim = evaluation._sparsity_claim(windows)
+    assert "at least 10 of 20" in claim.evidence and claim.claim.startswith("6.")
+    sparse = pd.DataFrame({"step": range(1, 41), "frac_reward_zero_std": [1.0, 0.75] * 20})
+    assert evaluation._sparsity_claim(sparse).verdict == "holds"
+    dense = pd.DataFrame({"step": range(1, 41), "frac_reward_zero_std": [0.0, 0.25] * 20})
+    assert evaluation._sparsity_claim(dense).verdict == "does not hold"
+    with pytest.raises(ValueError, match="no frac_reward_zero_std"):
+        evaluation.reward_sparsity(pd.DataFrame({"step": [1], "loss": [0.1]}))
+
+
+def test_claim_7_ranks_gain_per_token_and_sets_the_teacher_against_grpo() -> None:
+    n = 40
+    base = graded_variant("base", [[False] * 4] * n)
+    teacher = graded_variant("SFT_teacher", [[True, True, False, False]] * n)  # +0.5 for 1M tokens
+    grpo = graded_variant("GRPO", [[True, True, True, False]] * n)  # +0.75 for 10M tokens
+    graded = pd.concat([base, teacher, grpo])
+    cost = pd.DataFrame({"total_tokens": [1_000_000, 10_000_000]}, index=["SFT_teacher", "GRPO"])
+    ranked = evaluation.efficiency(graded, cost, n_boot=50)
+    assert ranked.index.tolist() == ["SFT_teacher", "GRPO"]
+    assert ranked.loc["GRPO", "gain per M tokens"] == pytest.approx(0.075)
+    assert ranked.loc["SFT_teacher", "total_tokens"] == 1_000_000
+    found = evaluation._efficiency_claim(graded, cost, n_boot=50)
+    assert found.verdict == "holds" and "SFT_teacher +0.5" in found.evidence
+    assert evaluation._efficiency_claim(graded, cost.iloc[1:]).verdict.startswith("not tested")
+
+
+def test_costs_count_teacher_tokens_apart_and_in_the_total(tmp_path: Path) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke")
+    compute = {"tokens_sampled_for_data": 0, "tokens_trained": 10, "teacher_tokens": 500,
+               "teacher_requests": 40, "optimizer_steps": 3, "wall_s": 1.0}  # fmt: skip
+    manifest(run.root, "SFT_teacher", None, "teacher-model", compute)
+    manifest(run.root, "SFT_gold", None, "arithmetic solutions", {**compute, "teacher_tokens": 0})
+    cost = evaluation.costs(run, ["base", "SFT_gold", "SFT_teacher"])
+    assert (
+        cost.loc["SFT_teacher", "own_teacher_tokens"] == 500
+        and cost.loc["SFT_teacher", "total_tokens"] == 510
+    )
+    assert (
+        cost.loc["SFT_teacher", "own_teacher_requests"] == 40 and cost.loc["SFT_gold", "total_tokens"] == 10
+    )
+    assert cost.loc["SFT_gold", "own_optimizer_steps"] == 3

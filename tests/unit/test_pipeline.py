@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import pipeline, runs
+from helpers import config, pipeline, runs
 
 
 @pytest.fixture
@@ -30,9 +30,24 @@ def fake_execute(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_select_steps() -> None:
     assert [s.number for s in pipeline.select_steps(only="1,02")] == ["01", "02"]
     assert [s.number for s in pipeline.select_steps(start="03", stop="5")] == ["03", "04", "05"]
-    assert len(pipeline.select_steps()) == 7
+    assert [s.name for s in pipeline.select_steps(start="07")] == ["07_distillation", "08_evaluation"]
+    assert len(pipeline.select_steps()) == 8
     with pytest.raises(ValueError, match="Unknown step '09'"):
         pipeline.select_steps(only="09")
+
+
+def test_a_run_directory_of_the_seven_step_series_is_refused_with_the_way_out(tmp_path: Path) -> None:
+    """A run made before the distillation step: its config lacks the teacher settings and 07 was evaluation."""
+    old = {k: v for k, v in config.to_dict(config.PROFILES["smoke"]).items() if not k.startswith("teacher")}
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({**old, "config_hash": "0123456789ab"}))
+    (run_dir / "timings.json").write_text(json.dumps({"07_evaluation": {"wall_s": 1.0, "config_hash": "x"}}))
+    with pytest.raises(runs.ConfigMismatch, match=r"earlier version of the series .* \['teacher', "):
+        pipeline.run("smoke", run_dir, pipeline.select_steps(only="08"))
+    assert json.loads((run_dir / "config.json").read_text())["config_hash"] == "0123456789ab"  # untouched
+    pipeline.run("smoke", run_dir, [], force=True)  # --force: a new run, the old one kept beside it
+    assert (tmp_path / "old.replaced-0123456789ab" / "timings.json").exists()
 
 
 def test_parse_overrides_types_values() -> None:
