@@ -72,31 +72,32 @@ SMOKE = RunConfig(
     profile="smoke",
     model="smollm2-135m",
     dataset="arithmetic",
-    # Token budget: vLLM samples the toy prompts at about 120-150 tok/s on 2 cores (AVX2; counted to the answer
-    # line) and a toy completion averages about 85-100 tokens, so one pass over 16 problems x k=4 takes about
-    # 40 s. The series samples train three times (01, 05, the teacher in 07) and test once per variant (08: 9 models
-    # x 8 x 4, about 4 minutes with an engine per variant): sized so that `make test`, the whole series included,
-    # stays under 20 minutes on a 2-core machine.
+    # Token budget: a toy completion averages 65-90 tokens (counted to the answer line) and vLLM runs a batch until
+    # its longest completion ends, so max_new_tokens sets each pass's time: one pass over 16 problems x k=4 takes
+    # about 25-30 s on 2 cores (about 180 tok/s), one over 8 test problems x 4 about 17-21 s (110-140 tok/s). The
+    # series samples train three times (01, 05, the teacher in 07) and test once per variant (08: 9 models, about
+    # 30 s each with an engine per variant and the judge): sized so that `make test`, the whole series included,
+    # stays near 20 minutes on a 2-core machine.
     n_train=16,
     n_test=8,
     easiest_first=False,
     k=4,
     temperature=0.7,
     top_p=1.0,
-    max_new_tokens=160,  # toy answers need about 40-100 tokens: long enough not to cut a full answer short
+    max_new_tokens=128,  # toy answers need about 40-100 tokens: a few rambling ones are cut
     seed=0,
     filter_checker="lenient",
     max_per_problem=2,
     # The CPU has one model, so the smoke's teacher is the base itself drawing its own samples (another seed): it
     # exercises the teacher path, it is not a stronger source. An endpoint teacher is tested against a local server.
     teacher="smollm2-135m",
-    teacher_max_new_tokens=160,
+    teacher_max_new_tokens=128,
     teacher_thinking="strip",
     load_in_4bit=False,
     max_seq_length=1024,
-    # Training budget on 2 cores (TRL 1.14.2, LoRA r=8, fp32, measured): SFT about 3-5 s and ORPO about 5 s per
-    # step of 4 rows, GRPO about 13-20 s per step of 4 completions. A few steps each: enough to change the weights
-    # and exercise every code path, not to learn anything.
+    # Training budget on 2 cores (TRL 1.14.2, LoRA r=8, fp32, measured): SFT about 3-5 s and ORPO about 9 s per
+    # step of 4 rows, GRPO about 13-20 s per step of 4 completions. A few steps each (half an epoch of ORPO, 2 GRPO
+    # steps): enough to change the weights and exercise every code path, not to learn anything.
     lora_r=8,
     lora_alpha=16,
     batch_size=4,
@@ -108,9 +109,9 @@ SMOKE = RunConfig(
     sft_epochs=1.0,
     orpo_lr=5e-5,
     orpo_beta=0.1,
-    orpo_epochs=1.0,
+    orpo_epochs=0.5,
     grpo_lr=5e-6,
-    grpo_max_rows=4,
+    grpo_max_rows=2,
     grpo_max_completion_length=96,
     grpo_patience=3,
 )

@@ -13,18 +13,22 @@ the samples go to `samples/teacher_train.jsonl`, the resumable store of `samplin
 
 The thinking rule. A reasoning teacher thinks before it answers: in a separate field of the reply
 (`reasoning_content`, or `reasoning`) or inside `<think>...</think>` in the text. The thinking is always split
-off, kept in the sample's `thinking` field, and never graded: the checker reads the answer after it. The SFT row
-holds what the student should write: with `teacher_thinking="strip"` (the default) the answer alone, which for
-the prompt's "step by step ... #### <number>" is worked steps and the answer line; with `"keep"` the thinking,
-a blank line, then the answer, for students with the token budget to think as long (rows longer than
-`max_seq_length` are cut by the trainer).
+off, kept in the sample's `thinking` field, and never graded: the checker reads the answer after it, and a reply
+cut off before its thinking ended has no answer. The SFT row holds what the student should write: with
+`teacher_thinking="strip"` (the default) the answer alone, which for the prompt's "step by step ... #### <number>"
+is worked steps and the answer line; with `"keep"` the thinking, a blank line, then the answer, for students with
+the token budget to think as long (the trainer cuts rows longer than `max_seq_length` from the end, answer line
+included: raise it with "keep").
+
+A reasoning teacher belongs behind an endpoint (`vllm serve --reasoning-parser ...` returns its thinking apart):
+the series' engine ends a sample at its first `#### <number>` line, which a model may write while still thinking.
 """
 
 from __future__ import annotations
 
-import logging
-import re
+import contextlib
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -34,8 +38,6 @@ from helpers import endpoint as api
 from helpers.files import write_jsonl
 from helpers.runs import Run
 
-log = logging.getLogger(__name__)
-
 GOLD_FILE = "datasets/sft_gold.jsonl"
 TEACHER_SAMPLES = "samples/teacher_train.jsonl"
 TEACHER_FILE = "datasets/sft_teacher.jsonl"
@@ -44,7 +46,7 @@ TEACHER_SEED_OFFSET = (
 )
 PREFIX, ROLE = "TEACHER", "teacher"
 ENDPOINT_BACKEND = "endpoint"  # the `backend` of an endpoint teacher's rows
-THINK_RE = re.compile(r"^\s*(?:<think>)?(.*?)</think>\s*", re.DOTALL)
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
 
 def gold_solution(answer: str, gold: str) -> str:
@@ -76,20 +78,25 @@ def gold_rows(problems: Any) -> list[dict[str, Any]]:
 
 
 def split_thinking(text: str, reasoning: str | None = None) -> tuple[str, str]:
-    """(thinking, answer) of a teacher's reply: a separate reasoning field, else `<think>...</think>` opening the
-    text (also a lone `</think>`, when the chat template opened the tag), else no thinking.
+    """(thinking, answer) of a teacher's reply: a separate reasoning field, else the text up to `</think>` (its
+    `<think>` may be in the chat template), else, for a text that opens `<think>` and never closes it, all thinking
+    and no answer; else no thinking.
 
     >>> split_thinking("<think>2+2 is 4</think>\\nSo 4.\\n#### 4")
     ('2+2 is 4', 'So 4.\\n#### 4')
     >>> split_thinking("So 4.\\n#### 4", reasoning="add them")
     ('add them', 'So 4.\\n#### 4')
+    >>> split_thinking("<think>2+2 is 4, so #### 4")  # cut off while thinking
+    ('2+2 is 4, so #### 4', '')
     """
     if reasoning:
         return reasoning.strip(), text.strip()
-    found = THINK_RE.match(text)
-    if found is None:
-        return "", text.strip()
-    return found.group(1).strip(), text[found.end() :].strip()
+    if THINK_CLOSE in text:
+        thinking, _, answer = text.partition(THINK_CLOSE)
+        return thinking.replace(THINK_OPEN, "").strip(), answer.strip()
+    if text.lstrip().startswith(THINK_OPEN):  # cut off while thinking: no answer yet
+        return text.replace(THINK_OPEN, "").strip(), ""
+    return "", text.strip()
 
 
 def for_student(thinking: str, answer: str, rule: str) -> str:
@@ -155,7 +162,10 @@ def ask_teacher(
         message = choice["message"]
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         thinking, answer = split_thinking(message.get("content") or "", reasoning)
-        tokens = int((reply.get("usage") or {}).get("completion_tokens") or 0)
+        tokens = (reply.get("usage") or {}).get("completion_tokens")
+        if tokens is None:
+            raise KeyError("usage.completion_tokens (the teacher's cost)")
+        tokens = int(tokens)
     except api.REQUEST_ERRORS as err:
         raise api.failed(err, target) from None
     except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
@@ -190,11 +200,12 @@ def _sample_endpoint(run: Run, problems: Any, seed: int) -> pd.DataFrame:
         pid, idx = job
         return ask_teacher(target, questions[pid], cfg, decoding.row_seed(seed, pid, idx), stop)
 
-    def generate(todo: dict[str, list[int]]) -> Any:
+    def generate(todo: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
         api.check(target, "set teacher to a model name")
         jobs = [(pid, idx) for pid, idxs in todo.items() for idx in idxs]
-        rows = api.imap(jobs, one, target.concurrency, "teacher", len(jobs))
-        return ({"problem_id": pid, "sample_idx": idx, **row} for (pid, idx), row in rows)
+        with contextlib.closing(api.imap(jobs, one, target.concurrency, "teacher", len(jobs))) as rows:
+            for (pid, idx), row in rows:
+                yield {"problem_id": pid, "sample_idx": idx, **row}
 
     return sampling.store(run.path(TEACHER_SAMPLES), problems, cfg.k, settings, generate)
 
@@ -220,7 +231,8 @@ def sample_teacher(run: Run) -> pd.DataFrame:
             seed=seed,
             out_path=run.path(TEACHER_SAMPLES),
             load_in_4bit=cfg.load_in_4bit,
-            max_seq_length=cfg.max_seq_length,
+            max_seq_length=cfg.max_seq_length
+            + cfg.teacher_max_new_tokens,  # the prompt and all the teacher may write
         )
     return regrade(graded, problems)
 
@@ -258,10 +270,12 @@ def teacher_rows(
 def build(run: Run, graded: pd.DataFrame) -> pd.DataFrame:
     """Write `datasets/sft_gold.jsonl` and `datasets/sft_teacher.jsonl`; one row per data set: rows, problems.
 
-    An empty teacher set is an error naming the cause (no verified answer) and what to try.
+    An empty teacher set is an error naming the cause (no verified answer) and what to try; the gold set is written
+    before it.
     """
     problems = run.problems("train")
     gold = gold_rows(problems)
+    write_jsonl(run.path(GOLD_FILE), gold)
     teacher = teacher_rows(graded, run.questions("train"), run.cfg)
     if not teacher:
         raise filtering.NothingToTrainOn(
@@ -269,7 +283,6 @@ def build(run: Run, graded: pd.DataFrame) -> pd.DataFrame:
             f"{run.cfg.filter_checker} checker: nothing to train SFT_teacher on. Look at {TEACHER_SAMPLES} "
             "(a cut-off answer? raise teacher_max_new_tokens), or pick a stronger teacher."
         )
-    write_jsonl(run.path(GOLD_FILE), gold)
     write_jsonl(run.path(TEACHER_FILE), teacher)
     return pd.DataFrame(
         [

@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.client import HTTPException
 from typing import Any
 
@@ -53,7 +53,7 @@ class Endpoint:
 
     url: str
     model: str
-    key: str | None
+    key: str | None = field(repr=False)  # never printed
     concurrency: int = DEFAULT_CONCURRENCY
     timeout: float = DEFAULT_TIMEOUT
     prefix: str = "JUDGE"
@@ -98,9 +98,11 @@ def from_env(prefix: str, role: str) -> Endpoint | None:
     url, model = os.environ.get(names["url"]), os.environ.get(names["model"])
     if not (url and model):
         return None
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
         raise ValueError(
-            f"{names['url']} must be an http(s) URL such as http://127.0.0.1:8000/v1, not {url!r}."
+            f"{names['url']} must be an http(s) URL without credentials, such as http://127.0.0.1:8000/v1 (a key "
+            f"goes in {names['key']}); it is not one."
         )
     return Endpoint(
         url=url.rstrip("/"),
@@ -179,9 +181,20 @@ def describe(err: Exception, target: Endpoint) -> str:
         retry = _retry_after(err)
         if err.code == 429 and retry is not None and retry > RETRY_AFTER_MAX_S:
             return f"HTTP 429: the server asks to wait {retry:.0f} s (a quota); rerun after that"
-        return f"HTTP {err.code} {err.reason}"
+        return f"HTTP {err.code} {err.reason}{_said(err)}"
     reason = getattr(err, "reason", err)
     return f"{type(reason).__name__}: {reason}"
+
+
+def _said(err: urllib.error.HTTPError) -> str:
+    """What the server said with its error (`: ` and the first 200 characters on one line), or nothing: a 400
+    for a setting the model refuses names the setting there."""
+    try:
+        body = err.read().decode("utf-8", errors="replace") if err.fp is not None else ""
+    except (OSError, HTTPException):
+        return ""
+    text = " ".join(body.split())[:200]
+    return f": {text}" if text else ""
 
 
 def failed(err: Exception, target: Endpoint) -> EndpointError:

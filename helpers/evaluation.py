@@ -244,6 +244,7 @@ def claims(
     k: int,
     grpo_history: pd.DataFrame | None = None,
     cost: pd.DataFrame | None = None,
+    n_boot: int = 1000,
 ) -> list[Claim]:
     """The seed's claims, each judged from this run's intervals (95 % paired bootstrap over problems) by the
     verdict rules above. `grpo_history`: GRPO's `log_history.csv` (claim 6); `cost`: `costs` (claim 7)."""
@@ -269,9 +270,9 @@ def claims(
 
     found.append(_grpo_claim(graded))
     found.append(_rounds_claim(rounds))
-    found += [_source_claim(graded, source, k) for source in SOURCES]
-    found.append(_sparsity_claim(grpo_history))
-    found.append(_efficiency_claim(graded, cost))
+    found += [_source_claim(graded, source, k, n_boot) for source in SOURCES]
+    found.append(_sparsity_claim(grpo_history, n_boot))
+    found.append(_efficiency_claim(graded, cost, n_boot))
     return found
 
 
@@ -293,11 +294,13 @@ def _grpo_claim(graded: pd.DataFrame) -> Claim:
         f"gain strict {strict:+.3f} [{strict_lo:+.3f}, {strict_hi:+.3f}], lenient {gain['lenient'].mean():+.3f}; "
         f"strict gain minus lenient gain {diff:+.3f} [{low:+.3f}, {high:+.3f}]"
     )
-    if strict_hi < 0:
+    strict_gain = verdict(strict_lo, strict_hi)
+    if strict_gain == FAILS:
         return Claim(claim, "does not hold (GRPO is worse than the base under the strict checker)", evidence)
-    if strict_lo <= 0:
-        return Claim(claim, "inconclusive (the strict gain's interval includes 0)", evidence)
-    return Claim(claim, verdict(low, high), evidence)
+    unsure = (
+        "inconclusive (the strict gain's interval includes 0)" if strict_gain != HOLDS else verdict(low, high)
+    )
+    return Claim(claim, joint([strict_gain, verdict(low, high)], unsure), evidence)
 
 
 def _rounds_claim(rounds: tuple[pd.DataFrame, pd.DataFrame] | None) -> Claim:
@@ -332,7 +335,7 @@ def versus(graded: pd.DataFrame, variant: str, other: str, checker: str, n_boot:
     return pd.DataFrame(rows).set_index("metric")
 
 
-def _source_claim(graded: pd.DataFrame, source: str, k: int) -> Claim:
+def _source_claim(graded: pd.DataFrame, source: str, k: int, n_boot: int = 1000) -> Claim:
     """Claim 5 for one source: SFT on its verified answers beats SFT_1 on pass@1 and maj@k (lenient)."""
     label = {"SFT_teacher": "5a", "SFT_gold": "5b"}[source]
     claim = (
@@ -344,7 +347,7 @@ def _source_claim(graded: pd.DataFrame, source: str, k: int) -> Claim:
         return Claim(
             claim, f"not tested ({' and '.join(sorted({source, 'SFT_1'} - present))} not trained)", "-"
         )
-    table = versus(graded, source, "SFT_1", "lenient").loc[["pass@1", f"maj@{k}"]]
+    table = versus(graded, source, "SFT_1", "lenient", n_boot).loc[["pass@1", f"maj@{k}"]]
     evidence = "; ".join(f"{m} {_interval(r)}" for m, r in table.iterrows())
     found = joint([verdict(r.lo, r.hi) for r in table.itertuples()], "inconclusive (interval includes 0)")
     return Claim(claim, found, evidence)
@@ -352,9 +355,11 @@ def _source_claim(graded: pd.DataFrame, source: str, k: int) -> Claim:
 
 def reward_sparsity(history: pd.DataFrame, n_boot: int = 1000) -> dict[str, float | bool]:
     """GRPO's signal, from its log: the share of groups whose k rewards were all equal (`frac_reward_zero_std`,
-    no advantage, no gradient), mean over logged windows with its 95 % interval, and the share of optimizer steps
-    in which no group carried a signal (windows whose every group had none; exact when each step was logged, a
-    lower bound when a window spans several)."""
+    no advantage, no gradient; TRL computes it on the total reward, format included, so the correctness reward
+    alone is sparser still), averaged over steps, with a 95 % bootstrap interval over the logged windows
+    (neighbouring windows are correlated: read it as a rough one), and the optimizer steps in which no group
+    carried a signal (windows whose every group had none: exact when each step was logged, a lower bound when a
+    window spans several)."""
     logged = (
         history.dropna(subset=["frac_reward_zero_std"]) if "frac_reward_zero_std" in history else history[:0]
     )
@@ -364,9 +369,12 @@ def reward_sparsity(history: pd.DataFrame, n_boot: int = 1000) -> dict[str, floa
         )
     values = logged["frac_reward_zero_std"].to_numpy(dtype=float)
     steps = logged["step"].diff().fillna(logged["step"]).to_numpy(dtype=float)
-    low, high = metrics.bootstrap_ci(values, n_boot)
+    rng = np.random.default_rng(metrics.BOOT_SEED)
+    picks = rng.integers(0, len(values), size=(n_boot, len(values)))
+    means = (values[picks] * steps[picks]).sum(axis=1) / steps[picks].sum(axis=1)
+    low, high = (float(x) for x in np.percentile(means, [2.5, 97.5]))
     return {
-        "zero_spread_share": float(values.mean()),
+        "zero_spread_share": float(np.average(values, weights=steps)),
         "lo": low,
         "hi": high,
         "steps": int(steps.sum()),
@@ -375,19 +383,22 @@ def reward_sparsity(history: pd.DataFrame, n_boot: int = 1000) -> dict[str, floa
     }
 
 
-def _sparsity_claim(history: pd.DataFrame | None) -> Claim:
+def _sparsity_claim(history: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
     claim = (
         '6. "GRPO\'s reward is sparse": most groups of k completions carry no learning signal (share of groups '
         "with zero reward spread above 0.5)"
     )
     if history is None:
         return Claim(claim, "not tested (GRPO not trained)", "-")
-    found = reward_sparsity(history)
+    try:
+        found = reward_sparsity(history, n_boot)
+    except ValueError as err:
+        return Claim(claim, "not tested (no reward spread in GRPO's log)", str(err))
     bound = "" if found["exact"] else "at least "
     evidence = (
         f"groups with zero reward spread: {found['zero_spread_share']:.3f} [{found['lo']:.3f}, {found['hi']:.3f}] "
         f"of all; optimizer steps in which no group carried a signal: {bound}{found['steps_without_signal']} of "
-        f"{found['steps']}"
+        f"{found['steps']} (on the total reward, format included)"
     )
     return Claim(claim, verdict(found["lo"], found["hi"], 0.5), evidence)
 
@@ -396,66 +407,73 @@ def efficiency(
     graded: pd.DataFrame, cost: pd.DataFrame, metric: str = "pass@1", n_boot: int = 1000
 ) -> pd.DataFrame:
     """Each trained variant's gain over the base (lenient, paired, with its interval) per million total tokens
-    (sampled + trained + teacher, lineage included), ranked from the best."""
+    (sampled + trained + teacher, lineage included), ranked.
+
+    A gain per token ranks only a gain that is there: variants whose interval lies above 0 come first, by gain per
+    token; the others follow by their gain, with `gain per M tokens` left empty (a loss or no gain divided by a
+    small cost would otherwise rank a cheap variant below an expensive one with the same loss).
+    """
     rows = []
     for variant in cost.index:
         if variant not in set(graded["variant"]):
             continue
         gain = versus(graded, variant, BASE, "lenient", n_boot).loc[metric]
         tokens = float(cost.loc[variant, "total_tokens"])
-        per = 1e6 / max(tokens, 1.0)
+        measured = verdict(gain["lo"], gain["hi"]) == HOLDS
+        per = 1e6 / max(tokens, 1.0) if measured else np.nan
         rows.append(
             {
                 "variant": variant,
                 f"{metric} gain": gain["diff"],
                 "lo": gain["lo"],
                 "hi": gain["hi"],
+                "gain measured": measured,
                 "total_tokens": int(tokens),
                 "gain per M tokens": gain["diff"] * per,
                 "per M lo": gain["lo"] * per,
                 "per M hi": gain["hi"] * per,
             }
         )
-    columns = [
-        "variant",
-        f"{metric} gain",
-        "lo",
-        "hi",
-        "total_tokens",
-        "gain per M tokens",
-        "per M lo",
-        "per M hi",
-    ]
-    table = pd.DataFrame(rows, columns=columns).set_index("variant")
-    return table.sort_values("gain per M tokens", ascending=False)
+    table = pd.DataFrame(rows, columns=list(rows[0]) if rows else ["variant"]).set_index("variant")
+    if table.empty:
+        return table
+    return table.sort_values(["gain measured", "gain per M tokens", f"{metric} gain"], ascending=False)
 
 
 def _efficiency_claim(graded: pd.DataFrame, cost: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
-    """SFT_teacher's gain per token minus GRPO's, paired over problems (each problem's gain over the base divided
-    by the variant's total tokens)."""
-    claim = "7. Gains per unit of compute: SFT on a teacher's verified answers gains more per token than GRPO (pass@1, lenient)"
-    present = set(graded["variant"])
-    if (
-        cost is None
-        or not {"SFT_teacher", "GRPO"} <= present
-        or not {"SFT_teacher", "GRPO"} <= set(cost.index)
-    ):
+    """SFT_teacher's gain per token against GRPO's. Only a measured gain (interval above 0) is divided by its
+    cost: without one, the claim does not hold when GRPO has one and is inconclusive otherwise. With one, each
+    problem's gain over the base is divided by the variant's total tokens and the two are paired over problems."""
+    claim = (
+        "7. Gains per unit of compute: SFT on a teacher's verified answers gains more per token than GRPO "
+        "(pass@1, lenient)"
+    )
+    if cost is None or not {"SFT_teacher", "GRPO"} <= set(graded["variant"]) & set(cost.index):
         return Claim(claim, "not tested (SFT_teacher or GRPO not trained)", "-")
     ranked = efficiency(graded, cost, n_boot=n_boot)
+    ranking = "; ".join(
+        f"{v} {r['gain per M tokens']:+.3g} [{r['per M lo']:+.3g}, {r['per M hi']:+.3g}]"
+        if r["gain measured"]
+        else f"{v} (no measured gain: {r['pass@1 gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}])"
+        for v, r in ranked.iterrows()
+    )
+    evidence = f"pass@1 gain per million tokens, ranked: {ranking}"
+    if not ranked.loc["SFT_teacher", "gain measured"]:
+        found = (
+            FAILS
+            if ranked.loc["GRPO", "gain measured"]
+            else "inconclusive (no measured gain for SFT_teacher)"
+        )
+        return Claim(claim, found, evidence)
     base = metrics.per_problem_scores(graded[graded["variant"] == BASE], "lenient")["pass@1"]
     per_token = {}
     for variant in ("SFT_teacher", "GRPO"):
         scores = metrics.per_problem_scores(graded[graded["variant"] == variant], "lenient")["pass@1"]
-        per_token[variant] = (
-            (scores - base.loc[scores.index]) * 1e6 / max(float(cost.loc[variant, "total_tokens"]), 1.0)
-        )
+        tokens = max(float(cost.loc[variant, "total_tokens"]), 1.0)
+        per_token[variant] = (scores - base.loc[scores.index]) * 1e6 / tokens
     teacher = per_token["SFT_teacher"]
     diff, low, high = metrics.paired_bootstrap_diff(teacher, per_token["GRPO"].loc[teacher.index], n_boot)
-    ranking = "; ".join(
-        f"{v} {r['gain per M tokens']:+.3g} [{r['per M lo']:+.3g}, {r['per M hi']:+.3g}]"
-        for v, r in ranked.iterrows()
-    )
-    evidence = f"gain per million tokens, ranked: {ranking}. SFT_teacher minus GRPO: {diff:+.3g} [{low:+.3g}, {high:+.3g}]"
+    evidence += f". SFT_teacher minus GRPO, per million tokens: {diff:+.3g} [{low:+.3g}, {high:+.3g}]"
     return Claim(claim, verdict(low, high), evidence)
 
 

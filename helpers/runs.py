@@ -146,10 +146,10 @@ def open_run(
     lacking = sorted(config.FIELDS - set(found)) if found is not None else []
     if lacking:
         raise ConfigMismatch(
-            f"{config_path} was written by an earlier version of the series and lacks the settings {lacking} (the "
-            "distillation step 07 and its teacher came later, and evaluation became 08). Outputs of two versions are "
-            "never mixed: use a new run directory, or rerun the pipeline with --force to replace this run (the old "
-            "one is kept beside it as <run>.replaced-<hash>)."
+            f"{config_path} was written by an earlier version of the series: it lacks the settings {lacking}, added "
+            "since. Outputs of two versions are never mixed: use a new run directory, or rerun the pipeline with "
+            "--force to replace this run (the old one is kept beside it as <run>.replaced-<hash>; `make smoke` "
+            "takes RUN_DIR=outputs/<another>)."
         )
     base = config.from_dict(found) if found is not None else None
     cfg = config.resolve(profile, base, **{**(overrides or {}), **knobs})

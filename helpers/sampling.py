@@ -209,16 +209,19 @@ def sample(
         else:
             (model, tokenizer), lora = model_ref, adapter
             if lora is None and model.gsm8k_backend == "unsloth":
-                lora = (
-                    model.gsm8k_adapter
-                )  # Unsloth's vLLM serves the base: the adapter goes as a LoRA request
-        questions = dict(zip(problems["id"], problems["question"], strict=True))
-        prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
-        engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
-        rows = engine(
-            model, tokenizer, prompts, todo, Draw(seed, temperature, top_p, max_new_tokens, max_rows), lora
-        )
+                # Unsloth's vLLM serves the base: the adapter goes as a LoRA request
+                lora = model.gsm8k_adapter
         owned = isinstance(model_ref, str) and isinstance(model, cpu_engine.CpuEngine)
+        try:
+            questions = dict(zip(problems["id"], problems["question"], strict=True))
+            prompts = {pid: data.render_prompt(tokenizer, questions[pid]) for pid in todo}
+        except BaseException:
+            if owned:
+                model.close()
+            raise
+        engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
+        draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
+        rows = engine(model, tokenizer, prompts, todo, draw, lora)  # a generator: nothing runs before `store`
         return _closing(rows, model.close) if owned else rows
 
     return store(out_path, problems, k, settings, generate)

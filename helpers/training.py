@@ -63,6 +63,9 @@ GRPO_REWARDS = (rewards.correctness_reward, rewards.format_reward)
 HISTORY = "log_history.csv"
 # Who wrote an SFT variant's rows: the student's own samples, a teacher's samples, or the data set's solutions.
 DATA_SOURCES = ("samples", "teacher", "solutions")
+# A teacher's cost in a manifest's compute, apart from the student's: tokens it wrote, requests to an endpoint,
+# and the wall time of its sampling (`samples/teacher_train.stats.json`).
+TEACHER_COMPUTE = ("teacher_tokens", "teacher_requests", "teacher_sampling_s")
 
 
 class BadTrainingData(ValueError):
@@ -453,7 +456,9 @@ def _data_record(
     tokens = int(samples["n_tokens"].sum())
     if source == "teacher":
         requests = int(samples["requests"].sum()) if "requests" in samples else 0
-        return {**record, "tokens_sampled": 0, "teacher_tokens": tokens, "teacher_requests": requests}
+        seconds = sampling.read_stats(run.root / samples_file)["seconds"]
+        teacher = {"teacher_tokens": tokens, "teacher_requests": requests, "teacher_sampling_s": seconds}
+        return {**record, "tokens_sampled": 0, **teacher}
     return {**record, "tokens_sampled": tokens}
 
 
@@ -560,7 +565,7 @@ def _train(
     history = pd.DataFrame(trainer.state.log_history)
     compute = {
         "tokens_sampled_for_data": data_record.pop("tokens_sampled"),
-        **{key: data_record.pop(key) for key in ("teacher_tokens", "teacher_requests") if key in data_record},
+        **{key: data_record.pop(key) for key in TEACHER_COMPUTE if key in data_record},
         "tokens_trained": meter.tokens,
         "optimizer_steps": int(trainer.state.global_step),
         "backward_passes": meter.backward_passes,

@@ -788,7 +788,7 @@ def test_the_standin_base_has_exactly_the_pinned_unsloths_attributes(wheel: Whee
 
 
 def test_helpers_call_no_peft_only_method_on_a_model() -> None:
-    """A base model (notebook 07's shared engine) has no load_lora / save_lora: adapters go through
+    """A base model (notebook 08's shared engine) has no load_lora / save_lora: adapters go through
     models.lora_request (unsloth_zoo.vllm_utils.load_lora, which needs only the engine)."""
     bound = [site.id for site in SITES if site.kind == "bound" and site.target in ("load_lora", "save_lora")]
     assert not bound, f"{bound}: Unsloth attaches these to PEFT models only (unsloth/models/_utils.py)."

@@ -19,10 +19,13 @@ def test_an_endpoint_teacher_samples_every_training_problem_k_times_and_resumes(
     monkeypatch.setenv("TEACHER_BASE_URL", judge_env[judge.ENV_URL])
     monkeypatch.setenv("TEACHER_MODEL", judge_env[judge.ENV_MODEL])
     monkeypatch.setenv("TEACHER_CONCURRENCY", "8")
-    run = runs.open_run(tmp_path / "run", "smoke", {"teacher": "endpoint", "n_train": 6})
+    # 4 problems, 64 tokens: the test is about the route, not the answers
+    run = runs.open_run(
+        tmp_path / "run", "smoke", {"teacher": "endpoint", "n_train": 4, "teacher_max_new_tokens": 64}
+    )
     graded = distillation.sample_teacher(run)
     k, store = run.cfg.k, run.root / distillation.TEACHER_SAMPLES
-    assert len(graded) == 6 * k and not graded.duplicated(["problem_id", "sample_idx"]).any()
+    assert len(graded) == 4 * k and not graded.duplicated(["problem_id", "sample_idx"]).any()
     assert set(graded["backend"]) == {"endpoint"} and set(graded["model"]) == {judge_env[judge.ENV_MODEL]}
     assert (graded["n_tokens"] > 0).all() and (graded["requests"] >= 1).all()
     assert graded["completion"].str.strip().str.len().gt(0).all()  # the server really answered each one
@@ -35,7 +38,7 @@ def test_an_endpoint_teacher_samples_every_training_problem_k_times_and_resumes(
     store.write_text("".join(lines[:10]) + lines[10][:20])
     kept = sampling.read_samples(store)
     again = distillation.sample_teacher(run)
-    assert len(again) == 6 * k and len(sampling.read_samples(store)) == 6 * k
+    assert len(again) == 4 * k and len(sampling.read_samples(store)) == 4 * k
     merged = again.set_index(["problem_id", "sample_idx"])
     for row in kept.itertuples():
         assert merged.loc[(row.problem_id, row.sample_idx), "completion"] == row.completion.strip()

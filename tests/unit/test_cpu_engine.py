@@ -128,7 +128,7 @@ def test_vllm_and_the_decode_loop_cut_and_count_greedy_samples_alike(smollm2, pr
 def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(
     problems, tmp_path, monkeypatch
 ) -> None:
-    """Notebook 07's one-engine path on the CPU: an adapter as a LoRA request gives the greedy text of the same
+    """Notebook 08's one-engine path on the CPU: an adapter as a LoRA request gives the greedy text of the same
     adapter merged (each engine once), and each request gets a fresh id."""
     base, tokenizer = models.load_model(models.SMOLLM2_ALIAS, trainable=True)
     peft_model = models.add_lora(base, r=8, alpha=16)

@@ -48,6 +48,12 @@ def test_gold_rows_are_one_right_row_per_problem() -> None:
         ("So 4.\n#### 4", " add them ", ("add them", "So 4.\n#### 4")),
         ("So 4.\n#### 4", None, ("", "So 4.\n#### 4")),
         ("I think <think> is a tag. 4", None, ("", "I think <think> is a tag. 4")),
+        (
+            "<think>2+2 is 4, so #### 4",
+            None,
+            ("2+2 is 4, so #### 4", ""),
+        ),  # cut off while thinking: no answer
+        ("Sure.<think>add</think>#### 4", None, ("Sure.add", "#### 4")),
     ],
 )
 def test_split_thinking(text: str, reasoning: str | None, expected: tuple[str, str]) -> None:

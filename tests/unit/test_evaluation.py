@@ -141,9 +141,9 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
     results = metrics.summarize(graded, n_boot=20)
     table = evaluation.paired(graded, n_boot=20)
     found = evaluation.claims(table, graded, None, k=2)
-    figure = plots.save(plots.pass_at_k_curves(results), run.path("figures/07_pass_at_k.png"))
-    plots.save(plots.metric_bars(results, 2), run.path("figures/07_metrics.png"))
-    plots.save(plots.format_breakdown(evaluation.format_breakdown(graded)), run.path("figures/07_format.png"))
+    figure = plots.save(plots.pass_at_k_curves(results), run.path("figures/08_pass_at_k.png"))
+    plots.save(plots.metric_bars(results, 2), run.path("figures/08_metrics.png"))
+    plots.save(plots.format_breakdown(evaluation.format_breakdown(graded)), run.path("figures/08_format.png"))
     checks = (agreement.disagreements(graded), agreement.examples_markdown(graded))
     breakdown = evaluation.format_breakdown(graded)
     report = evaluation.write_report(
@@ -154,7 +154,7 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
     for needle in (
         "| base | strict |",
         "| SFT_1 | lenient |",
-        "figures/07_pass_at_k.png",
+        "figures/08_pass_at_k.png",
         "Not evaluated",
         "GRPO",
         "## Where the checkers disagree",
@@ -271,3 +271,30 @@ def test_costs_count_teacher_tokens_apart_and_in_the_total(tmp_path: Path) -> No
         cost.loc["SFT_teacher", "own_teacher_requests"] == 40 and cost.loc["SFT_gold", "total_tokens"] == 10
     )
     assert cost.loc["SFT_gold", "own_optimizer_steps"] == 3
+
+
+def test_a_loss_is_never_divided_by_its_cost() -> None:
+    n = 40
+    base = graded_variant("base", [[True, True, False, False]] * n)
+    cheap_loss = graded_variant("SFT_teacher", [[False] * 4] * n)  # -0.5 for 1k tokens
+    dear_loss = graded_variant("GRPO", [[True, False, False, False]] * n)  # -0.25 for 1M tokens
+    graded = pd.concat([base, cheap_loss, dear_loss])
+    cost = pd.DataFrame({"total_tokens": [1_000, 1_000_000]}, index=["SFT_teacher", "GRPO"])
+    ranked = evaluation.efficiency(graded, cost, n_boot=50)
+    assert ranked.index.tolist() == ["GRPO", "SFT_teacher"] and ranked["gain per M tokens"].isna().all()
+    found = evaluation._efficiency_claim(graded, cost, n_boot=50)
+    assert found.verdict == "inconclusive (no measured gain for SFT_teacher)"
+    assert "SFT_teacher (no measured gain: -0.500" in found.evidence
+    gaining = graded_variant("GRPO", [[True, True, True, False]] * n)
+    found = evaluation._efficiency_claim(pd.concat([base, cheap_loss, gaining]), cost, n_boot=50)
+    assert found.verdict == "does not hold"
+
+
+def test_claim_3_goes_through_the_one_rule() -> None:
+    n = 40
+    # the strict gain is +1 on odd problems and -1 on even ones (interval around 0), the lenient gain +1 or 0:
+    # the strict gain minus the lenient gain lies below 0, so the claim fails whatever the strict gain's sign
+    base = graded_variant("base", [[i % 2 == 0] * 4 for i in range(n)], [[i % 2 == 0] * 4 for i in range(n)])
+    grpo = graded_variant("GRPO", [[True] * 4] * n, [[i % 2 == 1] * 4 for i in range(n)])
+    found = claims_for(base, [grpo])["3"]
+    assert found.verdict == "does not hold" and "strict gain minus lenient gain -0.500" in found.evidence

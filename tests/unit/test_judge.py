@@ -167,12 +167,19 @@ def test_a_new_judge_model_or_text_is_asked_again_and_a_cut_line_is_dropped(
     assert cache.read_text().splitlines()[-1].startswith('{"problem_id": "p1", "sample_idx": 1')
 
 
-def test_status_names_only_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(judge.ENV_URL, "http://user:pw@127.0.0.1:9/v1?key=abc")
+def test_status_names_only_the_host_and_a_url_with_credentials_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(judge.ENV_URL, "http://127.0.0.1:9/v1?key=abc")
     monkeypatch.setenv(judge.ENV_MODEL, "m")
     monkeypatch.setenv(judge.ENV_KEY, "sk-secret")
     line = judge.status()
-    assert "pw" not in line and "abc" not in line and "sk-secret" not in line and "127.0.0.1:9" in line
+    assert "abc" not in line and "sk-secret" not in line and "127.0.0.1:9" in line
+    assert "sk-secret" not in repr(judge.endpoint())
+    monkeypatch.setenv(judge.ENV_URL, "http://user:pw@127.0.0.1:9/v1")
+    with pytest.raises(ValueError, match="without credentials") as refused:
+        judge.status()
+    assert "pw" not in str(refused.value)
 
 
 @pytest.mark.parametrize(

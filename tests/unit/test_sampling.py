@@ -170,7 +170,7 @@ def test_the_vllm_path_on_a_standin_unsloth_base(smollm2, problems, tmp_path, mo
     assert call["lora"] is None and all(set(p) == {"prompt_token_ids"} for p in call["prompts"])
     assert [p.n for p in call["params"]] == [1] * 4 and len({p.seed for p in call["params"]}) == 4
     assert {p.max_tokens for p in call["params"]} == {SETTINGS["max_new_tokens"]}
-    # One engine serves every variant's adapter as a LoRA request, each with a fresh id (notebook 07 on a GPU).
+    # One engine serves every variant's adapter as a LoRA request, each with a fresh id (notebook 08 on a GPU).
     for variant in ("SFT_1", "SFT_2"):
         frame = sampling.sample((base, smollm2[1]), problems, out_path=tmp_path / f"{variant}.jsonl",
                                 adapter=f"runs/models/{variant}", **SETTINGS)  # fmt: skip
