@@ -41,9 +41,8 @@ from helpers.runs import Run
 GOLD_FILE = "datasets/sft_gold.jsonl"
 TEACHER_SAMPLES = "samples/teacher_train.jsonl"
 TEACHER_FILE = "datasets/sft_teacher.jsonl"
-TEACHER_SEED_OFFSET = (
-    1  # the teacher draws with seed + 1: the same model as teacher never repeats the base's samples
-)
+# The teacher draws with seed + 1: the same model as teacher never repeats the base's samples.
+TEACHER_SEED_OFFSET = 1
 PREFIX, ROLE = "TEACHER", "teacher"
 ENDPOINT_BACKEND = "endpoint"  # the `backend` of an endpoint teacher's rows
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -220,6 +219,7 @@ def sample_teacher(run: Run) -> pd.DataFrame:
         graded = _sample_endpoint(run, problems, seed)
     else:
         # A child process, as in 01: the engine's memory (GPU) and thread pinning (CPU) end before SFT trains.
+        room = cfg.max_seq_length + cfg.teacher_max_new_tokens  # the prompt and all the teacher may write
         isolated = sampling.choose_backend() != "transformers"
         graded = (sampling.sample_isolated if isolated else sampling.sample)(
             cfg.teacher,
@@ -231,8 +231,7 @@ def sample_teacher(run: Run) -> pd.DataFrame:
             seed=seed,
             out_path=run.path(TEACHER_SAMPLES),
             load_in_4bit=cfg.load_in_4bit,
-            max_seq_length=cfg.max_seq_length
-            + cfg.teacher_max_new_tokens,  # the prompt and all the teacher may write
+            max_seq_length=room,
         )
     return regrade(graded, problems)
 

@@ -107,30 +107,29 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
 
 def paired(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """Each variant minus the base on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
-    rows = []
-    for checker in metrics.checkers_in(graded):
-        base = metrics.per_problem_scores(graded[graded["variant"] == BASE], checker)
-        for variant, part in graded[graded["variant"] != BASE].groupby("variant", sort=False):
-            scores = metrics.per_problem_scores(part, checker)
-            if set(scores.index) != set(base.index):
-                raise ValueError(
-                    f"{variant} and the base were sampled on different test problems: resample both."
-                )
-            for metric in scores.columns:
-                diff, low, high = metrics.paired_bootstrap_diff(
-                    scores[metric], base.loc[scores.index, metric], n_boot
-                )
-                rows.append(
-                    {
-                        "variant": variant,
-                        "checker": checker,
-                        "metric": metric,
-                        "diff": diff,
-                        "lo": low,
-                        "hi": high,
-                    }
-                )
+    rows = [
+        {"variant": variant, "checker": checker, "metric": metric, **row}
+        for checker in metrics.checkers_in(graded)
+        for variant in graded.loc[graded["variant"] != BASE, "variant"].unique()
+        for metric, row in versus(graded, variant, BASE, checker, n_boot).iterrows()
+    ]
     return pd.DataFrame(rows, columns=["variant", "checker", "metric", "diff", "lo", "hi"])
+
+
+def versus(graded: pd.DataFrame, variant: str, other: str, checker: str, n_boot: int = 1000) -> pd.DataFrame:
+    """`variant` minus `other` on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
+    scores = {
+        v: metrics.per_problem_scores(graded[graded["variant"] == v], checker) for v in (variant, other)
+    }
+    if set(scores[variant].index) != set(scores[other].index):
+        name = "the base" if other == BASE else other
+        raise ValueError(f"{variant} and {name} were sampled on different test problems: resample both.")
+    rows = []
+    for metric in scores[variant].columns:
+        a = scores[variant][metric]
+        diff, low, high = metrics.paired_bootstrap_diff(a, scores[other].loc[a.index, metric], n_boot)
+        rows.append({"metric": metric, "diff": diff, "lo": low, "hi": high})
+    return pd.DataFrame(rows).set_index("metric")
 
 
 def format_breakdown(graded: pd.DataFrame) -> pd.DataFrame:
@@ -318,21 +317,6 @@ def _rounds_claim(rounds: tuple[pd.DataFrame, pd.DataFrame] | None) -> Claim:
         f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}] (SFT_1 was trained on some of these problems)"
     )
     return Claim(claim, verdict(low, high), evidence)
-
-
-def versus(graded: pd.DataFrame, variant: str, other: str, checker: str, n_boot: int = 1000) -> pd.DataFrame:
-    """`variant` minus `other` on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
-    scores = {
-        v: metrics.per_problem_scores(graded[graded["variant"] == v], checker) for v in (variant, other)
-    }
-    if set(scores[variant].index) != set(scores[other].index):
-        raise ValueError(f"{variant} and {other} were sampled on different test problems: resample both.")
-    rows = []
-    for metric in scores[variant].columns:
-        a = scores[variant][metric]
-        diff, low, high = metrics.paired_bootstrap_diff(a, scores[other].loc[a.index, metric], n_boot)
-        rows.append({"metric": metric, "diff": diff, "lo": low, "hi": high})
-    return pd.DataFrame(rows).set_index("metric")
 
 
 def _source_claim(graded: pd.DataFrame, source: str, k: int, n_boot: int = 1000) -> Claim:
