@@ -72,14 +72,14 @@ SMOKE = RunConfig(
     profile="smoke",
     model="smollm2-135m",
     dataset="arithmetic",
-    # Token budget: a toy completion averages 65-90 tokens (counted to the answer line) and vLLM runs a batch until
-    # its longest completion ends, so max_new_tokens sets each pass's time: one pass over 16 problems x k=4 takes
-    # about 25-30 s on 2 cores (about 180 tok/s), one over 8 test problems x 4 about 17-21 s (110-140 tok/s). The
-    # series samples train three times (01, 05, the teacher in 07) and test once per variant (08: 9 models, about
-    # 30 s each with an engine per variant and the judge): sized so that `make test`, the whole series included,
-    # stays near 20 minutes on a 2-core machine.
+    # Token budget (measured on 2 cores, 2026-11-30): a toy completion averages 65-85 tokens (counted to the answer
+    # line) and vLLM samples them at about 165 tok/s in a batch of 64 and 110-130 in a batch of 32, so one pass over
+    # 16 train problems x k=4 (about 5k tokens) takes about 30 s. The series samples train three times (01, 05, the
+    # teacher in 07) and test once per variant (08: 9 models x 4 problems x 4, about 1.3k tokens each; with an engine
+    # per variant and the judge, 8 test problems cost 34 s a variant): sized so that `make test`, the whole series
+    # included, stays near 20 minutes on a 2-core machine.
     n_train=16,
-    n_test=8,
+    n_test=4,
     easiest_first=False,
     k=4,
     temperature=0.7,
