@@ -551,7 +551,9 @@ def write_report(
         "",
         "## Gain per unit of compute (pass@1 gain over the base, lenient, per million tokens, ranked)",
         "",
-        markdown_table(ranked, digits=4)
+        markdown_table(
+            ranked.astype(object).where(ranked.notna(), "-"), digits=4
+        )  # no measured gain: no gain per token
         if ranked is not None and not ranked.empty
         else "No trained variant.",
         "",

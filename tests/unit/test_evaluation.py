@@ -146,10 +146,13 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
     plots.save(plots.format_breakdown(evaluation.format_breakdown(graded)), run.path("figures/08_format.png"))
     checks = (agreement.disagreements(graded), agreement.examples_markdown(graded))
     breakdown = evaluation.format_breakdown(graded)
+    cost = pd.DataFrame({"total_tokens": [1000]}, index=["SFT_1"])
+    ranked = evaluation.efficiency(graded, cost, n_boot=20)
     report = evaluation.write_report(
-        run, results, table, found, pd.DataFrame(), breakdown, checks, [figure], ["GRPO"]
+        run, results, table, found, pd.DataFrame(), breakdown, checks, [figure], ["GRPO"], ranked
     )
     text = report.read_text()
+    assert "## Gain per unit of compute" in text and "| SFT_1 |" in text and "nan" not in text
     assert report == run.root / "REPORT.md"
     for needle in (
         "| base | strict |",
