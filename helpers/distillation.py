@@ -155,23 +155,17 @@ def ask_teacher(
         "max_tokens": cfg.teacher_max_new_tokens,
         "seed": seed,
     }
+    choice, reply, requests = api.chat(target, body, stop)
+    message = choice["message"]
     try:
-        reply, requests = api.request(target, "/chat/completions", body, stop)
-        choice = reply["choices"][0]
-        message = choice["message"]
         reasoning = message.get("reasoning_content") or message.get("reasoning")
         thinking, answer = split_thinking(message.get("content") or "", reasoning)
         tokens = (reply.get("usage") or {}).get("completion_tokens")
         if tokens is None:
             raise KeyError("usage.completion_tokens (the teacher's cost)")
         tokens = int(tokens)
-    except api.REQUEST_ERRORS as err:
-        raise api.failed(err, target) from None
-    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as err:
-        raise api.EndpointError(
-            f"The teacher at {target.host} sent a reply that is not a chat completion ({type(err).__name__}: "
-            f"{err}); is {api.env_names(PREFIX)['url']} an OpenAI-compatible /v1 endpoint?"
-        ) from None
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise api.not_chat(err, target) from None
     text, reason = cut_answer(answer, choice.get("finish_reason"))
     return {
         "completion": text,

@@ -206,6 +206,29 @@ def failed(err: Exception, target: Endpoint) -> EndpointError:
     )
 
 
+def not_chat(err: Exception, target: Endpoint) -> EndpointError:
+    """The error for a reply that is not a chat completion (`err`: what reading it raised)."""
+    return EndpointError(
+        f"The {target.role} at {target.host} sent a reply that is not a chat completion ({type(err).__name__}: "
+        f"{err}); is {env_names(target.prefix)['url']} an OpenAI-compatible /v1 endpoint?"
+    )
+
+
+def chat(target: Endpoint, body: dict, stop: threading.Event | None = None) -> tuple[dict, dict, int]:
+    """A chat completion with retries: (its first choice, the whole reply, the requests it took). A request that
+    fails for good raises `failed`'s error, a reply without `choices[0].message` `not_chat`'s."""
+    try:
+        reply, requests = request(target, "/chat/completions", body, stop)
+        choice = reply["choices"][0]
+        if not isinstance(choice["message"], dict):
+            raise TypeError(f"message is {type(choice['message']).__name__}, not an object")
+    except REQUEST_ERRORS as err:
+        raise failed(err, target) from None
+    except (KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
+        raise not_chat(err, target) from None
+    return choice, reply, requests
+
+
 def served_models(target: Endpoint, retry: bool = False) -> list[str]:
     """The model names the endpoint's `/models` lists; without `retry`, one request (a quick look)."""
     listing = call_with_retry(target, "/models") if retry else call(target, "/models")

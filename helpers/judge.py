@@ -97,18 +97,10 @@ def ask(
         "temperature": 0,
         "max_tokens": 3,
     }
-    try:
-        reply = (
-            api.call_with_retry(target, "/chat/completions", body, stop)["choices"][0]["message"]["content"]
-            or ""
-        )
-    except api.REQUEST_ERRORS as err:
-        raise api.failed(err, target) from None
-    except (KeyError, IndexError, TypeError, json.JSONDecodeError) as err:
-        raise JudgeError(
-            f"The LLM judge at {target.host} sent a reply that is not a chat completion ({type(err).__name__}: "
-            f"{err}); is {ENV_URL} an OpenAI-compatible /v1 endpoint?"
-        ) from None
+    choice, _, _ = api.chat(target, body, stop)
+    if "content" not in choice["message"]:
+        raise api.not_chat(KeyError("content"), target)
+    reply = choice["message"]["content"] or ""
     return parse_verdict(reply), reply
 
 
