@@ -15,13 +15,10 @@ from typing import Any
 from helpers.answers import CHECKERS
 
 DATASETS = ("arithmetic", "gsm8k")
-TEACHER_ENDPOINT = (
-    "endpoint"  # `teacher` value: the OpenAI-compatible endpoint named by TEACHER_BASE_URL/_MODEL
-)
-THINKING = (
-    "strip",
-    "keep",
-)  # what SFT_teacher's rows do with a reasoning teacher's thinking (`distillation`)
+# The `teacher` value naming the OpenAI-compatible endpoint of TEACHER_BASE_URL / TEACHER_MODEL.
+TEACHER_ENDPOINT = "endpoint"
+# What SFT_teacher's rows do with a reasoning teacher's thinking (`distillation`).
+THINKING = ("strip", "keep")
 
 
 @dataclass(frozen=True)
@@ -42,9 +39,8 @@ class RunConfig:
     filter_checker: str  # which checker decides "correct" when building training data
     max_per_problem: int  # SFT rows kept per problem (distinct correct samples)
     # SFT_teacher (notebook 07): a stronger source sampled k times per training problem, its verified answers kept.
-    teacher: (
-        str  # a `models.load_model` name, sampled through the series' engine, or "endpoint" (TEACHER_* env)
-    )
+    # a `models.load_model` name, sampled through the series' engine, or "endpoint" (TEACHER_* env)
+    teacher: str
     teacher_max_new_tokens: int  # the teacher's token limit (a reasoning teacher thinks first: give it room)
     teacher_thinking: str  # "strip" or "keep" a reasoning teacher's thinking in the SFT rows
     load_in_4bit: bool  # GPU only

@@ -242,11 +242,11 @@ def claims(
     rounds: tuple[pd.DataFrame, pd.DataFrame] | None,
     k: int,
     grpo_history: pd.DataFrame | None = None,
-    cost: pd.DataFrame | None = None,
+    ranked: pd.DataFrame | None = None,
     n_boot: int = 1000,
 ) -> list[Claim]:
     """The seed's claims, each judged from this run's intervals (95 % paired bootstrap over problems) by the
-    verdict rules above. `grpo_history`: GRPO's `log_history.csv` (claim 6); `cost`: `costs` (claim 7)."""
+    verdict rules above. `grpo_history`: GRPO's `log_history.csv` (claim 6); `ranked`: `efficiency` (claim 7)."""
     found = []
     gains = _lookup(paired_table, f"pass@{k}", "lenient")
     text = "; ".join(f"{r.variant} {_interval(r)}" for _, r in gains.iterrows()) or "no trained variant"
@@ -271,7 +271,7 @@ def claims(
     found.append(_rounds_claim(rounds))
     found += [_source_claim(graded, source, k, n_boot) for source in SOURCES]
     found.append(_sparsity_claim(grpo_history, n_boot))
-    found.append(_efficiency_claim(graded, cost, n_boot))
+    found.append(_efficiency_claim(graded, ranked, n_boot))
     return found
 
 
@@ -424,17 +424,17 @@ def efficiency(
     return table.sort_values(["gain measured", "gain per M tokens", f"{metric} gain"], ascending=False)
 
 
-def _efficiency_claim(graded: pd.DataFrame, cost: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
-    """SFT_teacher's gain per token against GRPO's. Only a measured gain (interval above 0) is divided by its
-    cost: without one, the claim does not hold when GRPO has one and is inconclusive otherwise. With one, each
-    problem's gain over the base is divided by the variant's total tokens and the two are paired over problems."""
+def _efficiency_claim(graded: pd.DataFrame, ranked: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
+    """SFT_teacher's gain per token against GRPO's, from `efficiency`'s table. Only a measured gain (interval above
+    0) is divided by its cost: without one, the claim does not hold when GRPO has one and is inconclusive
+    otherwise. With one, each problem's gain over the base is divided by the variant's total tokens and the two
+    are paired over problems."""
     claim = (
         "7. Gains per unit of compute: SFT on a teacher's verified answers gains more per token than GRPO "
         "(pass@1, lenient)"
     )
-    if cost is None or not {"SFT_teacher", "GRPO"} <= set(graded["variant"]) & set(cost.index):
+    if ranked is None or not {"SFT_teacher", "GRPO"} <= set(graded["variant"]) & set(ranked.index):
         return Claim(claim, "not tested (SFT_teacher or GRPO not trained)", "-")
-    ranked = efficiency(graded, cost, n_boot=n_boot)
     ranking = "; ".join(
         f"{v} {r['gain per M tokens']:+.3g} [{r['per M lo']:+.3g}, {r['per M hi']:+.3g}]"
         if r["gain measured"]
@@ -453,7 +453,7 @@ def _efficiency_claim(graded: pd.DataFrame, cost: pd.DataFrame | None, n_boot: i
     per_token = {}
     for variant in ("SFT_teacher", "GRPO"):
         scores = metrics.per_problem_scores(graded[graded["variant"] == variant], "lenient")["pass@1"]
-        tokens = max(float(cost.loc[variant, "total_tokens"]), 1.0)
+        tokens = max(float(ranked.loc[variant, "total_tokens"]), 1.0)
         per_token[variant] = (scores - base.loc[scores.index]) * 1e6 / tokens
     teacher = per_token["SFT_teacher"]
     diff, low, high = metrics.paired_bootstrap_diff(teacher, per_token["GRPO"].loc[teacher.index], n_boot)

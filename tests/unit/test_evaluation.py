@@ -254,9 +254,9 @@ def test_claim_7_ranks_gain_per_token_and_sets_the_teacher_against_grpo() -> Non
     assert ranked.index.tolist() == ["SFT_teacher", "GRPO"]
     assert ranked.loc["GRPO", "gain per M tokens"] == pytest.approx(0.075)
     assert ranked.loc["SFT_teacher", "total_tokens"] == 1_000_000
-    found = evaluation._efficiency_claim(graded, cost, n_boot=50)
+    found = evaluation._efficiency_claim(graded, ranked, n_boot=50)
     assert found.verdict == "holds" and "SFT_teacher +0.5" in found.evidence
-    assert evaluation._efficiency_claim(graded, cost.iloc[1:]).verdict.startswith("not tested")
+    assert evaluation._efficiency_claim(graded, ranked.drop("GRPO")).verdict.startswith("not tested")
 
 
 def test_costs_count_teacher_tokens_apart_and_in_the_total(tmp_path: Path) -> None:
@@ -285,11 +285,12 @@ def test_a_loss_is_never_divided_by_its_cost() -> None:
     cost = pd.DataFrame({"total_tokens": [1_000, 1_000_000]}, index=["SFT_teacher", "GRPO"])
     ranked = evaluation.efficiency(graded, cost, n_boot=50)
     assert ranked.index.tolist() == ["GRPO", "SFT_teacher"] and ranked["gain per M tokens"].isna().all()
-    found = evaluation._efficiency_claim(graded, cost, n_boot=50)
+    found = evaluation._efficiency_claim(graded, ranked, n_boot=50)
     assert found.verdict == "inconclusive (no measured gain for SFT_teacher)"
     assert "SFT_teacher (no measured gain: -0.500" in found.evidence
     gaining = graded_variant("GRPO", [[True, True, True, False]] * n)
-    found = evaluation._efficiency_claim(pd.concat([base, cheap_loss, gaining]), cost, n_boot=50)
+    gained = pd.concat([base, cheap_loss, gaining])
+    found = evaluation._efficiency_claim(gained, evaluation.efficiency(gained, cost, n_boot=50), n_boot=50)
     assert found.verdict == "does not hold"
 
 
