@@ -1,4 +1,5 @@
-"""Atomic file writes and JSON-lines files: a crash never leaves half a file behind.
+"""Atomic file writes and JSON-lines files: a crash never leaves half a file behind; reading, a malformed file
+raises `BadInput` naming the file and the line.
 
 Nothing here knows about runs, models or samples; `runs` and `sampling` build on it.
 """
@@ -7,12 +8,59 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+class BadInput(ValueError):
+    """A file the series reads is malformed: the message names the file, the line or key, and the fix."""
+
+
+def read_utf8(path: str | os.PathLike, fix: str, error: type[BadInput] = BadInput) -> str:
+    """The text of a UTF-8 file; other bytes raise `error` naming the line they are on and `fix`."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise error(
+            f"{path}, line {line}, is not UTF-8 text (byte {raw[err.start]:#04x} at offset {err.start}). {fix}"
+        ) from None
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads`, except that a key given twice in one object raises ValueError (json keeps the last)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        keys = [key for key, _ in pairs]
+        raise ValueError(f"key(s) {sorted({k for k in keys if keys.count(k) > 1})} given twice in one object")
+    return found
+
+
+def type_problem(value: Any, kind: type) -> str | None:
+    """Why a parsed JSON `value` is not a `kind` ("should be int, got str"), or None. A bool is no number, an int
+    does for a float, and a float must be finite (json reads NaN and Infinity)."""
+    if kind is float:
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if not fits:
+        return f"should be {kind.__name__}, got {type(value).__name__}"
+    try:
+        if kind is float and not math.isfinite(value):
+            return "should be a finite number"
+    except OverflowError:  # an int past the float range
+        return "should be a number in the float range"
+    return None
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
