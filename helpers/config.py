@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.answers import CHECKERS
+from helpers.files import type_problem
 
 DATASETS = ("arithmetic", "gsm8k")
 # The `teacher` value naming the OpenAI-compatible endpoint of TEACHER_BASE_URL / TEACHER_MODEL.
@@ -209,6 +210,12 @@ GPU_PROFILES = ("gpu-smoke", "colab-t4", "full")
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+# Each setting's type, and the settings that may be None ("all"), read from RunConfig's annotations.
+TYPES = {
+    f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type.removesuffix(" | None")]
+    for f in dataclasses.fields(RunConfig)
+}
+OPTIONAL = frozenset(f.name for f in dataclasses.fields(RunConfig) if f.type.endswith(" | None"))
 
 
 def _check(cfg: RunConfig) -> None:
@@ -217,7 +224,9 @@ def _check(cfg: RunConfig) -> None:
         problems.append(f"dataset={cfg.dataset!r} (choose one of: {', '.join(DATASETS)})")
     if cfg.teacher_thinking not in THINKING:
         problems.append(f"teacher_thinking={cfg.teacher_thinking!r} (choose one of: {', '.join(THINKING)})")
-    if not cfg.teacher:
+    if not cfg.model.strip():
+        problems.append(f"model={cfg.model!r} (an alias, a hub id or a checkpoint directory)")
+    if not cfg.teacher.strip():
         problems.append(f"teacher={cfg.teacher!r} (a model name, or {TEACHER_ENDPOINT!r})")
     if cfg.filter_checker not in CHECKERS:
         problems.append(f"filter_checker={cfg.filter_checker!r} (choose one of: {', '.join(CHECKERS)})")
@@ -278,17 +287,20 @@ def resolve(profile: str, base: RunConfig | None = None, /, **overrides: Any) ->
         raise ValueError(f"Unknown setting(s) {unknown}. Settings: {', '.join(sorted(fields))}.")
     given = {key: value for key, value in overrides.items() if value is not None}
     base = base or PROFILES[profile]
-    for key, value in given.items():
-        expected = type(getattr(base, key)) if getattr(base, key) is not None else int
-        if expected is float and isinstance(value, int) and not isinstance(value, bool):
-            given[key] = float(value)
-        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-            raise ValueError(
-                f"Setting {key}={value!r} should be {expected.__name__}, got {type(value).__name__}."
-            )
-    cfg = dataclasses.replace(base, **given)
+    cfg = dataclasses.replace(base, **{key: check_setting(key, value) for key, value in given.items()})
     _check(cfg)
     return cfg
+
+
+def check_setting(key: str, value: Any) -> Any:
+    """`value` as setting `key` (an int where a float goes becomes that float); a wrong type, a float that is not
+    finite or a None where the setting needs a value raises ValueError naming the setting."""
+    if value is None and key in OPTIONAL:
+        return None
+    problem = type_problem(value, TYPES[key])
+    if problem:
+        raise ValueError(f"Setting {key}={value!r} {problem}.")
+    return float(value) if TYPES[key] is float else value
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
