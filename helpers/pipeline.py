@@ -85,7 +85,8 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
             raise ValueError(f"Override {pair!r} is not key=value (e.g. -p n_train=32).")
         try:
             overrides[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
+        # what the ast docs list for malformed input: "{[]: 1}" raises TypeError, "-" * 10**5 + "1" MemoryError
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
             overrides[key] = raw
     return overrides
 
@@ -110,7 +111,7 @@ def _prepare(run_dir: Path, profile: str, overrides: dict[str, Any], force: bool
     except runs.ConfigMismatch:
         if not force:
             raise
-    old = json.loads((run_dir / runs.CONFIG_FILE).read_text())
+    old = runs.read_config(run_dir / runs.CONFIG_FILE)
     backup = run_dir.with_name(f"{run_dir.name}.replaced-{old['config_hash']}")
     log.warning("--force: moving the run of other settings to %s", backup)
     shutil.move(str(run_dir), str(backup))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import datasets
 import pandas as pd
 
 from helpers import accelerator, config, data, sampling
-from helpers.files import atomic_write_text
+from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,14 @@ class Run:
         )
 
     def graded_samples(self, relative: str, split: str, step: str) -> pd.DataFrame:
-        """An earlier step's samples, graded against the split's gold answers."""
-        samples = sampling.read_samples(self.require(relative, step))
+        """An earlier step's samples, graded against the split's gold answers; a file without one is refused."""
+        path = self.require(relative, step)
+        samples = sampling.read_samples(path)
+        if samples.empty:
+            raise BadInput(
+                f"{path} holds no samples. Delete it and run {step} again (python -m helpers.pipeline run "
+                f"--profile {self.cfg.profile} --run-dir {self.root} --only {step[:2]})."
+            )
         problems = self.problems(split)
         return sampling.grade_samples(samples, dict(zip(problems["id"], problems["gold"], strict=True)))
 
@@ -108,6 +115,38 @@ class Run:
 
 class ConfigMismatch(ValueError):
     """A run directory was made with other settings than the ones asked for."""
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The settings in a run's `config.json` (None: there is none yet), checked: a JSON object whose settings
+    have their types and, all present, are valid and match its `config_hash`. Anything else raises `BadInput`
+    naming the file and the key; a file lacking settings is left to `open_run` to refuse (an older version's)."""
+    if not path.exists():
+        return None
+    fix = f"Restore it, or use a new run directory (or delete {path.parent} to start over)."
+    if not path.is_file():
+        raise BadInput(f"{path} is not a file. {fix}")
+    text = read_utf8(path, fix)
+    try:
+        found = parse_json(text)
+    except ValueError as err:
+        raise BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
+    if not isinstance(found, dict):
+        raise BadInput(f"{path} holds a JSON {type(found).__name__}, not an object of settings. {fix}")
+    try:
+        for key in sorted(config.FIELDS & set(found)):
+            config.check_setting(key, found[key])
+        if not re.fullmatch(r"[0-9a-f]{12}", str(found.get("config_hash"))):
+            raise ValueError(f"config_hash={found.get('config_hash')!r}, not the hash of its settings.")
+        if set(found) >= config.FIELDS:
+            cfg = config.resolve(found["profile"], config.from_dict(found))
+            if config.config_hash(cfg) != found["config_hash"]:
+                raise ValueError(
+                    f"its settings do not match its config_hash {found['config_hash']!r} (edited by hand?)."
+                )
+    except ValueError as err:
+        raise BadInput(f"{path}: {err} {fix}") from err
+    return found
 
 
 def load_problems(cfg: config.RunConfig, split: str) -> datasets.Dataset:
@@ -137,7 +176,7 @@ def open_run(
             f"Run directory {root} is a file. Pass a directory path (e.g. outputs/smoke)."
         )
     config_path = root / CONFIG_FILE
-    found = json.loads(config_path.read_text()) if config_path.exists() else None
+    found = read_config(config_path)
     if found is not None and found.get("profile") != profile:
         raise ConfigMismatch(
             f"{root} was made with other settings (profile: {found.get('profile')!r} -> {profile!r}). Outputs of "
