@@ -15,6 +15,7 @@ import dataclasses
 import json
 import logging
 import os
+import reprlib
 import subprocess
 import sys
 import tempfile
@@ -29,13 +30,27 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import answers, cpu_engine, data, decoding, models
-from helpers.files import atomic_write_text, repair_tail
+from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8, repair_tail, type_problem
 
 log = logging.getLogger(__name__)
 
 # Rows of one file must agree on every setting: a resumed run may not mix samples of two configurations.
 SETTINGS = ("model", "backend", "seed", "temperature", "top_p", "max_new_tokens")
-ROW_FIELDS = ("problem_id", "sample_idx", "completion", "n_tokens", "finish_reason", *SETTINGS)
+# The type of each field every row carries (a float field also takes an int: `temperature=0` is written as 0).
+ROW_TYPES = {
+    "problem_id": str,
+    "sample_idx": int,
+    "completion": str,
+    "n_tokens": int,
+    "finish_reason": str,
+    "model": str,
+    "backend": str,
+    "seed": int,
+    "temperature": float,
+    "top_p": float,
+    "max_new_tokens": int,
+}
+ROW_FIELDS = tuple(ROW_TYPES)
 # Rows in flight in the CPU decode loop (the fallback). Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
 # 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
 CPU_MAX_ROWS = 32
@@ -56,24 +71,49 @@ class Draw:
 
 
 def read_samples(path: str | os.PathLike) -> pd.DataFrame:
-    """Rows of a sample file (`ROW_FIELDS` and any others its rows carry), skipping a partial last line; duplicate
-    rows keep the first."""
+    """Rows of a sample file (`ROW_FIELDS` and any others its rows carry), skipping a partial last line; a row
+    repeated whole is kept once. A row that is no sample, or that gives a sample another row gave differently,
+    raises `BadInput` naming the line."""
     path = Path(path)
-    lines = path.read_text(encoding="utf-8").split("\n") if path.exists() else []
-    rows = []
+    fix = "Delete the file to resample."
+    lines = read_utf8(path, fix).split("\n") if path.exists() else []
+    rows: dict[tuple[str, int], tuple[int, dict[str, Any]]] = {}  # (problem, sample) -> (line, row)
     for number, line in enumerate(lines[:-1], start=1):  # the text after the last newline is never whole
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}, line {number}, is not a JSON row ({err}). Delete the file to resample."
-            ) from err
-    extra = sorted({key for row in rows for key in row} - set(ROW_FIELDS))  # e.g. an endpoint teacher's
-    frame = pd.DataFrame(rows, columns=[*ROW_FIELDS, *extra])
-    duplicated = frame.duplicated(["problem_id", "sample_idx"])
-    if duplicated.any():
-        log.warning("%s holds %d duplicate rows: keeping the first of each", path, int(duplicated.sum()))
-    return frame[~duplicated].reset_index(drop=True)
+            row = parse_json(line)
+        except ValueError as err:
+            raise BadInput(f"{path}, line {number}, is not a JSON row ({err}). {fix}") from err
+        problem = _row_problem(row)
+        if problem:
+            raise BadInput(f"{path}, line {number}: {problem}. {fix}")
+        first, earlier = rows.setdefault((row["problem_id"], row["sample_idx"]), (number, row))
+        if earlier != row:
+            raise BadInput(
+                f"{path}, line {number}, gives sample {row['sample_idx']} of {row['problem_id']!r} again, unlike "
+                f"line {first}. {fix}"
+            )
+    repeated = len(lines[:-1]) - len(rows)
+    if repeated:
+        log.warning("%s holds %d duplicate rows: keeping the first of each", path, repeated)
+    kept = [row for _, row in rows.values()]
+    extra = sorted({key for row in kept for key in row} - set(ROW_FIELDS))  # e.g. an endpoint teacher's
+    return pd.DataFrame(kept, columns=[*ROW_FIELDS, *extra])
+
+
+def _row_problem(row: Any) -> str | None:
+    """What keeps a parsed line from being a sample row, or None."""
+    if not isinstance(row, dict):
+        return f"a JSON {type(row).__name__}, not a sample row"
+    missing = [field for field in ROW_FIELDS if field not in row]
+    if missing:
+        return f"missing field(s) {missing} (rows carry {list(ROW_FIELDS)})"
+    for field, kind in ROW_TYPES.items():
+        problem = type_problem(row[field], kind)
+        if problem:
+            return f"field {field}={reprlib.repr(row[field])} {problem}"
+    if row["sample_idx"] < 0 or row["n_tokens"] < 0:
+        return f"sample_idx={row['sample_idx']}, n_tokens={row['n_tokens']} (counts are >= 0)"
+    return None
 
 
 def grade_samples(samples: pd.DataFrame, golds: Mapping[str, str]) -> pd.DataFrame:
