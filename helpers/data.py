@@ -7,7 +7,6 @@ Rows come from a local directory (the shipped copy in `data/gsm8k/`, or `GSM8K_D
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import random
@@ -18,6 +17,7 @@ from typing import Any
 import datasets
 
 from helpers import answers
+from helpers.files import BadInput, parse_json, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,9 @@ COLUMNS = ("id", "question", "answer", "gold", "n_steps")
 # GSM8K marks each calculator step as <<48/2=24>>; their count is a cheap difficulty measure.
 CALC_RE = re.compile(r"<<[^>]*>>")
 
+# How to mend a GSM8K file that does not read, said by every error about one.
+ROW_FIX = "Each line holds one JSON object with a question and an answer: fix the line, or use source='hub'."
+
 # The instruction the calibration scan in shared/calibration used: keep it so that scan stays valid.
 SYSTEM_PROMPT = "Solve the math problem step by step. At the end, write the final answer on its own line as '#### <number>'."
 
@@ -42,16 +45,18 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def to_row(raw: dict[str, Any], row_id: str, where: str) -> dict[str, Any]:
-    """A GSM8K record with the project's columns; a malformed record raises naming the row and field."""
+def to_row(raw: Any, row_id: str, where: str) -> dict[str, Any]:
+    """A GSM8K record with the project's columns; a malformed record raises `BadInput` naming the row and field."""
+    if not isinstance(raw, dict):
+        raise BadInput(f"{where}: row {row_id} is a JSON {type(raw).__name__}, not an object. {ROW_FIX}")
     for field in ("question", "answer"):
         if not isinstance(raw.get(field), str) or not raw[field].strip():
-            raise ValueError(
+            raise BadInput(
                 f"{where}: row {row_id} has no text in field '{field}'. Each row needs question+answer."
             )
     gold = answers.extract_strict(raw["answer"])
     if gold is None:
-        raise ValueError(
+        raise BadInput(
             f"{where}: row {row_id} field 'answer' has no '#### <number>' final line; GSM8K solutions end in one."
         )
     n_steps = len(CALC_RE.findall(raw["answer"]))
@@ -65,16 +70,28 @@ def to_row(raw: dict[str, Any], row_id: str, where: str) -> dict[str, Any]:
 
 
 def read_jsonl_rows(path: Path, split: str) -> list[dict[str, Any]]:
-    """Rows of a GSM8K-format JSONL file, validated, with stable ids `<split>-<index>`."""
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f):
-            row_id = f"{split}-{i:05d}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}: row {row_id} (line {i + 1}) is not valid JSON: {err}") from err
-            rows.append(to_row(raw, row_id, str(path)))
+    """Rows of a GSM8K-format JSONL file, validated, with stable ids `<split>-<index>`. A malformed line, a
+    question asked twice or a file without rows raises `BadInput` naming the file and the line."""
+    lines = read_utf8(path, ROW_FIX).split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the newline that ends the last row
+    rows, asked = [], {}
+    for i, line in enumerate(lines):
+        row_id = f"{split}-{i:05d}"
+        try:
+            raw = parse_json(line)
+        except ValueError as err:
+            raise BadInput(
+                f"{path}: row {row_id} (line {i + 1}) is not valid JSON: {err}. {ROW_FIX}"
+            ) from err
+        rows.append(to_row(raw, row_id, f"{path}, line {i + 1}"))
+        first = asked.setdefault(raw["question"], row_id)
+        if first != row_id:
+            raise BadInput(
+                f"{path}, line {i + 1}: row {row_id} asks the question of row {first} again. {ROW_FIX}"
+            )
+    if not rows:
+        raise BadInput(f"{path} holds no rows. {ROW_FIX}")
     return rows
 
 
@@ -111,7 +128,7 @@ def _load_dir(directory: Path, split: str) -> list[dict[str, Any]]:
     if directory.resolve() == SHIPPED_DIR:
         seen = sha256_of(path)
         if seen != SHIPPED_SHA256[path.name]:
-            raise ValueError(
+            raise BadInput(
                 f"{path} is corrupted or edited: sha256 {seen} != {SHIPPED_SHA256[path.name]}. "
                 "Restore it with `git checkout data/gsm8k`."
             )
