@@ -29,6 +29,7 @@ from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
 from helpers import accelerator, config, cpu_engine, data, models, plots, rewards, sampling
+from helpers.files import BadInput, parse_json, read_utf8
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ DATA_SOURCES = ("samples", "teacher", "solutions")
 TEACHER_COMPUTE = ("teacher_tokens", "teacher_requests", "teacher_sampling_s")
 
 
-class BadTrainingData(ValueError):
+class BadTrainingData(BadInput):
     """A training file is missing, empty or malformed."""
 
 
@@ -112,12 +113,12 @@ def read_rows(path: str | os.PathLike, kind: str) -> list[dict[str, Any]]:
     if not path.is_file():
         raise BadTrainingData(f"Training file {path} does not exist. {fix}")
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(read_utf8(path, fix, BadTrainingData).splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
+            row = parse_json(line)
+        except ValueError as err:
             raise BadTrainingData(f"{path}, line {number}, is not JSON ({err}). {fix}") from err
         problem = _row_problem(row, COLUMNS[kind])
         if problem:
