@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import accelerator, config, runs
+from helpers import accelerator, config, run_lock, runs
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,10 @@ def _prepare(run_dir: Path, profile: str, overrides: dict[str, Any], force: bool
             raise
     old = json.loads((run_dir / runs.CONFIG_FILE).read_text())
     backup = run_dir.with_name(f"{run_dir.name}.replaced-{old['config_hash']}")
+    run_lock.acquire(run_dir, "--force: replacing the run")  # never move a run from under its writer
     log.warning("--force: moving the run of other settings to %s", backup)
     shutil.move(str(run_dir), str(backup))
+    run_lock.release(run_dir)
     return runs.open_run(run_dir, profile, overrides).cfg
 
 
@@ -160,7 +162,23 @@ def run(
     """Execute `steps` in order; returns the run's timings (wall seconds per step)."""
     overrides = overrides or {}
     run_dir = Path(run_dir).resolve()
-    cfg = _prepare(run_dir, profile, overrides, force)
+    held_before = run_lock.holds(run_dir)
+    cfg = _prepare(run_dir, profile, overrides, force)  # makes this process the run's writer
+    try:
+        return _run_steps(run_dir, profile, cfg, steps, overrides, force)
+    finally:
+        if not held_before:
+            run_lock.release(run_dir)
+
+
+def _run_steps(
+    run_dir: Path,
+    profile: str,
+    cfg: config.RunConfig,
+    steps: Sequence[Step],
+    overrides: dict[str, Any],
+    force: bool,
+) -> dict[str, Any]:
     cfg_hash = config.config_hash(cfg)
     timings_path = run_dir / TIMINGS
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
@@ -172,6 +190,7 @@ def run(
             log.info("%s: done earlier for config %s, skipped", step.name, cfg_hash)
             continue
         log.info("%s: running ...", step.name)
+        run_lock.acquire(run_dir, step.name)  # a second writer's error names the step
         start = time.perf_counter()
         executed = _execute(step, run_dir, profile, overrides)
         timings[step.name] = {"wall_s": round(time.perf_counter() - start, 1), "config_hash": cfg_hash}
@@ -203,7 +222,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         steps = select_steps(args.only, args.start, args.stop)
         timings = run(args.profile, args.run_dir, steps, parse_overrides(args.params), args.force)
-    except (StepFailed, accelerator.NoGPU, ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (
+        StepFailed,
+        run_lock.RunBusy,
+        accelerator.NoGPU,
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     total = sum(t["wall_s"] for t in timings.values())
