@@ -14,6 +14,7 @@ import argparse
 import ast
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import accelerator, config, run_lock, runs
+from helpers import accelerator, config, files, run_lock, runs
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -130,15 +131,21 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
     from papermill.exceptions import PapermillExecutionError
 
     executed = run_dir / "executed" / f"{step.name}.ipynb"
+    # papermill rewrites its output after every cell: into a side file, kept only when whole (a kill or a full
+    # disk mid-write must not leave a broken notebook under the name a reader opens)
+    partial = executed.with_name(f"{executed.name}.partial")
     try:
         papermill.execute_notebook(
             str(step.notebook),
-            str(executed),
+            str(partial),
             parameters={"run_dir": str(run_dir), "profile": profile, "overrides": overrides},
             kernel_name="python3",
             cwd=str(NOTEBOOKS),
             progress_bar=False,
         )
+    except OSError as err:
+        files.raise_if_full(err, err.filename or partial, None)
+        raise
     except PapermillExecutionError as err:
         raise StepFailed(
             f"Step {step.name} failed: {err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}\n"
@@ -149,7 +156,20 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
             f"Step {step.name} failed: its kernel died (killed, or out of memory). Rerun the pipeline: finished "
             f"steps are skipped and sampling resumes. Partial output: {executed}"
         ) from None
+    finally:
+        _keep_if_whole(partial, executed)
     return executed
+
+
+def _keep_if_whole(partial: Path, executed: Path) -> None:
+    try:
+        json.loads(partial.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except ValueError:
+        partial.unlink()
+        return
+    os.replace(partial, executed)
 
 
 def run(
@@ -224,6 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         timings = run(args.profile, args.run_dir, steps, parse_overrides(args.params), args.force)
     except (
         StepFailed,
+        files.DiskFull,
         run_lock.RunBusy,
         accelerator.NoGPU,
         ValueError,
