@@ -6,15 +6,49 @@ Nothing here knows about runs, models or samples; `runs` and `sampling` build on
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over the disk quota
+
+
+class DiskFull(OSError):
+    """A write found no space: the message names the path, the space it needs and what to do."""
+
+
+def raise_if_full(err: OSError, path: str | os.PathLike, needed: int | None, at_least: bool = False) -> None:
+    """Raise `DiskFull` for `path` if `err` is a full disk or quota; return otherwise (the caller re-raises).
+
+    Args:
+        needed: bytes the write needs (`at_least`: the bytes it had written when the disk filled).
+    """
+    if err.errno not in FULL:
+        return
+    where = Path(path)
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    need = f"{'at least' if at_least else 'about'} {_size(needed)}" if needed else "more space"
+    raise DiskFull(
+        err.errno,
+        f"No space left on the disk of {path}: writing it needs {need}, {_size(shutil.disk_usage(where).free)} is "
+        "free. Free some space there (or use a run directory on another disk), then rerun: finished steps are "
+        "skipped, sampling resumes where it stopped and nothing written before is lost.",
+    ) from err
+
+
+def _size(n: int) -> str:
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
 class BadInput(ValueError):
@@ -67,11 +101,16 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to a sibling temporary file, then rename it over `path`: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run files private to their writer
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         os.replace(tmp, path)
+    except OSError as err:
+        raise_if_full(err, path, len(data))
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

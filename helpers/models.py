@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from helpers import accelerator, cpu_engine, data
-from helpers.files import BadInput, parse_json, read_utf8
+from helpers.files import BadInput, parse_json, raise_if_full, read_utf8
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
         if target.exists():
             os.replace(target, old)  # renamed aside, not deleted, until the new directory is in place
         os.replace(tmp, target)
+    except OSError as err:
+        written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        raise_if_full(err, target, written or None, at_least=True)
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

@@ -14,6 +14,7 @@ import argparse
 import ast
 import json
 import logging
+import os
 import shutil
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import accelerator, config, runs
+from helpers import accelerator, config, files, run_lock, runs
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -113,8 +114,10 @@ def _prepare(run_dir: Path, profile: str, overrides: dict[str, Any], force: bool
             raise
     old = runs.read_config(run_dir / runs.CONFIG_FILE)
     backup = run_dir.with_name(f"{run_dir.name}.replaced-{old['config_hash']}")
+    run_lock.acquire(run_dir, "--force: replacing the run")  # never move a run from under its writer
     log.warning("--force: moving the run of other settings to %s", backup)
     shutil.move(str(run_dir), str(backup))
+    run_lock.release(run_dir)
     return runs.open_run(run_dir, profile, overrides).cfg
 
 
@@ -129,15 +132,21 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
     from papermill.exceptions import PapermillExecutionError
 
     executed = run_dir / "executed" / f"{step.name}.ipynb"
+    # papermill rewrites its output after every cell: into a side file, kept only when whole (a kill or a full
+    # disk mid-write must not leave a broken notebook under the name a reader opens)
+    partial = executed.with_name(f"{executed.name}.partial")
     try:
         papermill.execute_notebook(
             str(step.notebook),
-            str(executed),
+            str(partial),
             parameters={"run_dir": str(run_dir), "profile": profile, "overrides": overrides},
             kernel_name="python3",
             cwd=str(NOTEBOOKS),
             progress_bar=False,
         )
+    except OSError as err:
+        files.raise_if_full(err, err.filename or partial, None)
+        raise
     except PapermillExecutionError as err:
         raise StepFailed(
             f"Step {step.name} failed: {err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}\n"
@@ -148,7 +157,20 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
             f"Step {step.name} failed: its kernel died (killed, or out of memory). Rerun the pipeline: finished "
             f"steps are skipped and sampling resumes. Partial output: {executed}"
         ) from None
+    finally:
+        _keep_if_whole(partial, executed)
     return executed
+
+
+def _keep_if_whole(partial: Path, executed: Path) -> None:
+    try:
+        json.loads(partial.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return
+    except ValueError:
+        partial.unlink()
+        return
+    os.replace(partial, executed)
 
 
 def run(
@@ -161,7 +183,23 @@ def run(
     """Execute `steps` in order; returns the run's timings (wall seconds per step)."""
     overrides = overrides or {}
     run_dir = Path(run_dir).resolve()
-    cfg = _prepare(run_dir, profile, overrides, force)
+    held_before = run_lock.holds(run_dir)
+    cfg = _prepare(run_dir, profile, overrides, force)  # makes this process the run's writer
+    try:
+        return _run_steps(run_dir, profile, cfg, steps, overrides, force)
+    finally:
+        if not held_before:
+            run_lock.release(run_dir)
+
+
+def _run_steps(
+    run_dir: Path,
+    profile: str,
+    cfg: config.RunConfig,
+    steps: Sequence[Step],
+    overrides: dict[str, Any],
+    force: bool,
+) -> dict[str, Any]:
     cfg_hash = config.config_hash(cfg)
     timings_path = run_dir / TIMINGS
     timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
@@ -173,6 +211,7 @@ def run(
             log.info("%s: done earlier for config %s, skipped", step.name, cfg_hash)
             continue
         log.info("%s: running ...", step.name)
+        run_lock.acquire(run_dir, step.name)  # a second writer's error names the step
         start = time.perf_counter()
         executed = _execute(step, run_dir, profile, overrides)
         timings[step.name] = {"wall_s": round(time.perf_counter() - start, 1), "config_hash": cfg_hash}
@@ -204,7 +243,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         steps = select_steps(args.only, args.start, args.stop)
         timings = run(args.profile, args.run_dir, steps, parse_overrides(args.params), args.force)
-    except (StepFailed, accelerator.NoGPU, ValueError, FileNotFoundError, NotADirectoryError) as err:
+    except (
+        StepFailed,
+        files.DiskFull,
+        run_lock.RunBusy,
+        accelerator.NoGPU,
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     total = sum(t["wall_s"] for t in timings.values())

@@ -17,7 +17,7 @@ from typing import Any
 import datasets
 import pandas as pd
 
-from helpers import accelerator, config, data, sampling
+from helpers import accelerator, config, data, run_lock, sampling
 from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8
 
 log = logging.getLogger(__name__)
@@ -160,13 +160,19 @@ def load_problems(cfg: config.RunConfig, split: str) -> datasets.Dataset:
 
 
 def open_run(
-    run_dir: str | os.PathLike, profile: str, overrides: dict[str, Any] | None = None, **knobs: Any
+    run_dir: str | os.PathLike,
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    read_only: bool = False,
+    **knobs: Any,
 ) -> Run:
     """Open (or create) a run directory for `profile` with `overrides` and a notebook's `knobs` applied.
 
     A GPU profile (`config.GPU_PROFILES`) is refused where the Unsloth backend cannot run, saying why.
     The first call writes `config.json`. Later calls start from that config, so a notebook run alone picks up
     the run's settings; a setting given that differs from it is refused, naming the keys and the fix.
+    This process becomes the run's one writer (`run_lock`) once the settings check out; `read_only` opens an
+    existing run to look at, beside a writer, and writes nothing.
     """
     root = Path(run_dir).resolve()
     if profile in config.GPU_PROFILES:
@@ -201,7 +207,17 @@ def open_run(
                 f"{root} was made with other settings ({details}). Outputs of two configs are never mixed: "
                 "use a new run directory, or rerun the pipeline with --force to replace this run."
             )
-    else:
+    if read_only:
+        if found is None:
+            raise FileNotFoundError(
+                f"No run in {root} (no {CONFIG_FILE}) to look at: run the pipeline first."
+            )
+        return Run(root, cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    run_lock.acquire(root)
+    if found is None:
+        if config_path.exists():  # another writer created the run between our look and our lock: check again
+            return open_run(run_dir, profile, overrides, **knobs)
         for sub in SUBDIRS:
             (root / sub).mkdir(parents=True, exist_ok=True)
         atomic_write_text(config_path, json.dumps(wanted, indent=2) + "\n")

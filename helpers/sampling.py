@@ -12,6 +12,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import errno
 import json
 import logging
 import os
@@ -30,7 +31,16 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from helpers import answers, cpu_engine, data, decoding, models
-from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8, repair_tail, type_problem
+from helpers.files import (
+    BadInput,
+    DiskFull,
+    atomic_write_text,
+    parse_json,
+    raise_if_full,
+    read_utf8,
+    repair_tail,
+    type_problem,
+)
 
 log = logging.getLogger(__name__)
 
@@ -377,12 +387,13 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
             contextlib.closing(
                 stream
             ),  # an error closes the decode loop too, restoring its attention setting
-            open(path, "a", encoding="utf-8") as f,
+            open(
+                path, "ab", buffering=0
+            ) as f,  # unbuffered: each row is on disk once written (a kill keeps it)
             tqdm(total=total, desc="sampling", mininterval=10) as bar,
         ):
             for row in stream:
-                f.write(json.dumps({**row, **settings}) + "\n")
-                f.flush()  # a killed run keeps every finished row
+                _append_row(f, path, (json.dumps({**row, **settings}) + "\n").encode(), total - count)
                 tokens, count = tokens + row["n_tokens"], count + 1
                 bar.update(1)
                 bar.set_postfix(tok_s=f"{tokens / (time.perf_counter() - start):.1f}", refresh=False)
@@ -393,7 +404,22 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
             "tokens": old["tokens"] + tokens,
             "seconds": round(old["seconds"] + time.perf_counter() - start, 3),
         }
-        atomic_write_text(stats_path(path), json.dumps(new) + "\n")
+        try:
+            atomic_write_text(stats_path(path), json.dumps(new) + "\n")
+        except DiskFull as err:  # the throughput note; the rows' error (if any) is the one to see
+            log.warning("%s", err)
+
+
+def _append_row(f: Any, path: Path, line: bytes, rows_left: int) -> None:
+    """Append one row; on a full disk cut the part written, so readers never meet half a row."""
+    end = f.tell()
+    try:
+        if f.write(line) != len(line):
+            raise OSError(errno.ENOSPC, "short write: the disk is full", str(path))
+    except OSError as err:
+        f.truncate(end)
+        raise_if_full(err, path, len(line) * rows_left)
+        raise
 
 
 def _cpu_completions(

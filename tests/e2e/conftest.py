@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
+import processes
 import pytest
 
 from helpers import cpu_engine, judge, models
@@ -43,38 +44,15 @@ def _read_exports(process: subprocess.Popen, timeout: float) -> dict[str, str] |
         watchdog.cancel()
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below `pid` (the server and the engine processes it forks), read from /proc."""
-    parents = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone while we looked
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _stop(process: subprocess.Popen) -> None:
     """SIGTERM, as a job manager would; then none of the processes it started may be left."""
-    started = _descendants(process.pid)
+    started = processes.descendants(process.pid)
     process.send_signal(signal.SIGTERM)
     process.wait(60)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(map(_alive, started)):
+    while time.monotonic() < deadline and any(map(processes.alive, started)):
         time.sleep(0.1)
-    left = [pid for pid in started if _alive(pid)]
+    left = [pid for pid in started if processes.alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert not left, f"the judge server's processes {left} outlived SIGTERM"

@@ -19,6 +19,8 @@ def test_an_endpoint_teacher_samples_every_training_problem_k_times_and_resumes(
     monkeypatch.setenv("TEACHER_BASE_URL", judge_env[judge.ENV_URL])
     monkeypatch.setenv("TEACHER_MODEL", judge_env[judge.ENV_MODEL])
     monkeypatch.setenv("TEACHER_CONCURRENCY", "8")
+    secret = "sk-teacher-fAkEsEcReT-33333333"  # sent to the server, which ignores it; never written
+    monkeypatch.setenv("TEACHER_API_KEY", secret)
     # 4 problems, 64 tokens: the test is about the route, not the answers
     run = runs.open_run(
         tmp_path / "run", "smoke", {"teacher": "endpoint", "n_train": 4, "teacher_max_new_tokens": 64}
@@ -42,3 +44,4 @@ def test_an_endpoint_teacher_samples_every_training_problem_k_times_and_resumes(
     merged = again.set_index(["problem_id", "sample_idx"])
     for row in kept.itertuples():
         assert merged.loc[(row.problem_id, row.sample_idx), "completion"] == row.completion.strip()
+    assert not [p for p in run.root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

@@ -17,6 +17,13 @@ from helpers import answers, files, judge, metrics, models, pipeline, runs, samp
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
+# Secrets a user has in the environment (the judge's key reaches the local server, which ignores it): none may
+# land in anything the run writes or prints.
+FAKE_SECRETS = {
+    "HF_TOKEN": "hf_fAkEsEcReT0000000000000000000000",
+    judge.ENV_KEY: "sk-judge-fAkEsEcReT-111111111111",
+    "TEACHER_API_KEY": "sk-teacher-fAkEsEcReT-22222222",
+}
 
 
 def run_pipeline(
@@ -47,7 +54,7 @@ def smoke(tmp_path_factory: pytest.TempPathFactory, local_judge) -> tuple[Path, 
     """The series on the smoke profile; 08 asks the local judge server when one can run here."""
     run_dir = tmp_path_factory.mktemp("series") / "smoke"
     judging = {} if isinstance(local_judge, str) else {**local_judge.env, judge.ENV_CONCURRENCY: "8"}
-    done = run_pipeline(run_dir, "smoke", env=judging)
+    done = run_pipeline(run_dir, "smoke", env={**judging, **FAKE_SECRETS})
     assert done.returncode == 0, done.stdout + done.stderr
     return run_dir, done
 
@@ -64,6 +71,16 @@ def test_every_existing_step_ran_and_left_its_executed_notebook(smoke) -> None:
         assert f"{step.name}: " in done.stdout
     executed = (run_dir / "executed" / "01_sampling.ipynb").read_text()
     assert "generated arithmetic toy set" in executed  # every notebook shows which data set it uses
+
+
+def test_no_secret_from_the_environment_lands_in_any_output(smoke) -> None:
+    run_dir, done = smoke
+    written = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert len(written) > 50 and any(p.suffix == ".ipynb" for p in written)
+    for name, secret in FAKE_SECRETS.items():
+        hits = [str(p) for p in written if secret.encode() in p.read_bytes()]
+        hits += ["the pipeline's output"] * (secret in done.stdout + done.stderr)
+        assert hits == [], f"{name}'s value is written in {hits}"
 
 
 def test_samples_cover_every_problem_k_times(smoke) -> None:

@@ -1,0 +1,210 @@
+"""Kill the series at chosen moments and check what a kill may leave behind.
+
+A `Kill` names a step and a moment in it (a time after the step starts, a sample file reaching some rows, a
+checkpoint appearing, a file being written). `run_until` starts the pipeline up to that step and SIGKILLs its
+whole process tree (pipeline, kernel, engine processes) at that moment; `check_run` then reads everything a reader
+would read. `compare` sets a finished run beside one that was never killed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import processes
+import torch
+from safetensors.torch import load_file
+
+from helpers import files
+
+ROOT = Path(__file__).resolve().parents[2]
+POLL_S = 0.02
+ADAPTER = ("manifest.json", "adapter_config.json", "adapter_model.safetensors")
+
+
+@dataclass(frozen=True)
+class Kill:
+    """SIGKILL during `step` when `moment(run_dir, seconds since the step started)` first holds."""
+
+    step: str
+    what: str
+    moment: Callable[[Path, float], bool]
+
+
+def after(seconds: float) -> Callable[[Path, float], bool]:
+    return lambda run_dir, elapsed: elapsed >= seconds
+
+
+def rows_in(relative: str, n: int) -> Callable[[Path, float], bool]:
+    """Once the sample file holds `n` whole rows (the engine is mid-way)."""
+
+    def moment(run_dir: Path, elapsed: float) -> bool:
+        path = run_dir / relative
+        return path.exists() and path.read_bytes().count(b"\n") >= n
+
+    return moment
+
+
+def checkpoint(variant: str, saved: bool) -> Callable[[Path, float], bool]:
+    """Once a checkpoint of `variant` is being written (`saved=False`) or is whole (between two checkpoints)."""
+
+    def moment(run_dir: Path, elapsed: float) -> bool:
+        found = list((run_dir / "checkpoints" / variant).glob("checkpoint-*"))
+        return any((c / "trainer_state.json").exists() == saved for c in found)
+
+    return moment
+
+
+def writing(run_dir: Path, elapsed: float) -> bool:
+    """While an atomic write is under way: its hidden temporary file or directory exists."""
+    return any(
+        p.name.startswith(".") and not p.name.startswith(".writer") for p in _walk(run_dir, hidden=True)
+    )
+
+
+@dataclass
+class Outcome:
+    fired: bool  # the moment came (else the pipeline ended first)
+    into: float  # seconds into the step when it came
+    returncode: int
+    output: str
+
+
+def run_until(
+    run_dir: Path,
+    kill: Kill,
+    overrides: list[str],
+    act: Callable[[subprocess.Popen], None] = lambda proc: processes.kill_tree(proc.pid),
+) -> Outcome:
+    """Run the pipeline up to `kill.step`; at the moment, `act` on it (SIGKILL its process tree), then wait."""
+    args = ["-m", "helpers.pipeline", "run", "--profile", "smoke", "--run-dir", str(run_dir)]
+    proc = subprocess.Popen(
+        [sys.executable, *args, "--to", kill.step, *overrides],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    started: dict[str, float] = {}
+    output: list[str] = []
+
+    def watch() -> None:
+        for line in proc.stdout:
+            output.append(line)
+            if line.startswith(f"{kill.step}_") and ": running" in line:
+                started["at"] = time.monotonic()
+
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    fired, into = False, math.nan
+    while proc.poll() is None and not fired:
+        if "at" in started and kill.moment(run_dir, time.monotonic() - started["at"]):
+            fired, into = True, time.monotonic() - started["at"]
+            act(proc)
+        time.sleep(POLL_S)
+    proc.wait()
+    reader.join()
+    return Outcome(fired, into, proc.returncode, "".join(output))
+
+
+def finish(run_dir: Path, overrides: list[str], stop: str) -> str:
+    args = ["-m", "helpers.pipeline", "run", "--profile", "smoke", "--run-dir", str(run_dir), "--to", stop]
+    done = subprocess.run([sys.executable, *args, *overrides], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def check_run(run_dir: Path, seen: dict[str, bytes], n_rows: dict[str, int]) -> None:
+    """What a kill may leave: no file a reader would take for whole is broken or mixed.
+
+    `seen`: each sample file's whole rows at the last look; they must still be there, unchanged, in order.
+    `n_rows`: rows each sample file has when done; fewer (never more, never a duplicate key) before.
+    """
+    json.loads((run_dir / "config.json").read_text())
+    for path in _walk(run_dir):
+        relative = str(path.relative_to(run_dir))
+        if relative.startswith("checkpoints/"):
+            continue  # the trainer's own; a rerun resuming from them is the test of those
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".csv":
+            pd.read_csv(path)
+        elif path.suffix == ".ipynb":
+            continue  # papermill rewrites the executed notebook as it goes; nothing reads it back
+        elif path.suffix == ".jsonl":
+            _check_jsonl(path, relative, seen, n_rows)
+    for variant in (run_dir / "models").iterdir():
+        if not variant.name.startswith("."):
+            missing = [name for name in ADAPTER if not (variant / name).exists()]
+            assert not missing, f"{variant} is incomplete: no {missing}"
+
+
+def _check_jsonl(path: Path, relative: str, seen: dict[str, bytes], n_rows: dict[str, int]) -> None:
+    raw = path.read_bytes()
+    whole = raw[: raw.rfind(b"\n") + 1]  # a row cut mid-write is the writer's to repair, and is not whole
+    if relative.startswith("datasets/"):
+        assert whole == raw, f"{relative}: a data set is written whole or not at all"
+    assert whole.startswith(seen.get(relative, b"")), f"{relative}: rows written before the kill changed"
+    seen[relative] = whole
+    rows = [json.loads(line) for line in whole.decode().splitlines()]
+    if relative in n_rows:
+        keys = [(r["problem_id"], r["sample_idx"]) for r in rows]
+        assert len(keys) == len(set(keys)), f"{relative}: duplicate (problem, sample) rows"
+        assert len(keys) <= n_rows[relative], f"{relative}: {len(keys)} rows, more than {n_rows[relative]}"
+
+
+def leftovers(run_dir: Path) -> list[str]:
+    """Temporary files and directories of interrupted writes still lying in the run (outside checkpoints)."""
+    return [
+        str(p.relative_to(run_dir))
+        for p in _walk(run_dir, hidden=True)
+        if p.name.startswith(".") and not p.name.startswith(".writer")
+    ]
+
+
+def compare(killed: Path, clean: Path) -> dict[str, str]:
+    """Each artifact of a killed-and-rerun run set beside the same artifact of a run never killed."""
+    verdicts = {}
+    for path in sorted(_walk(clean)):
+        relative = path.relative_to(clean)
+        other = killed / relative
+        top = relative.parts[0]
+        if top == "samples" and path.suffix == ".jsonl":
+            a, b = _samples(path), _samples(other)
+            differ = sum(a[key] != b.get(key) for key in a)
+            verdicts[str(relative)] = "equal" if differ == 0 else f"{differ} of {len(a)} samples differ"
+        elif top == "datasets":
+            same = sorted(files.read_jsonl(path), key=json.dumps) == sorted(
+                files.read_jsonl(other), key=json.dumps
+            )
+            verdicts[str(relative)] = "equal" if same else "rows differ"
+        elif path.name == "adapter_model.safetensors":
+            a, b = load_file(path), load_file(other)
+            diff = max((a[k] - b[k]).abs().max().item() for k in a)
+            verdicts[str(relative)] = "equal" if diff == 0 else f"max |diff| {diff:.1e}"
+            assert torch.isfinite(torch.tensor(diff))
+    return verdicts
+
+
+def _samples(path: Path) -> dict[tuple[str, int], str]:
+    return {(r["problem_id"], r["sample_idx"]): r["completion"] for r in files.read_jsonl(path)}
+
+
+def _walk(root: Path, hidden: bool = False) -> list[Path]:
+    """Files under `root`, without the hidden temporaries of writes in progress unless `hidden`."""
+    found = []
+    for path in root.rglob("*"):
+        if not hidden and any(part.startswith(".") for part in path.relative_to(root).parts):
+            continue
+        if path.is_file() or (hidden and path.name.startswith(".")):
+            found.append(path)
+    return found
