@@ -264,6 +264,12 @@ def _check(cfg: RunConfig) -> None:
             problems.append(f"{name}={getattr(cfg, name)} (must be >= 1, or None for all)")
         if getattr(cfg, name) is None and cfg.dataset == "arithmetic" and name != "grpo_max_rows":
             problems.append(f"{name}=None (the generated toy set has no 'all': give a number)")
+    grpo_rows = min(n for n in (cfg.n_train, cfg.grpo_max_rows, 10**9) if n is not None)
+    if cfg.k > 0 and 0 < grpo_rows * cfg.k < cfg.batch_size:
+        problems.append(
+            f"GRPO's {grpo_rows} prompt(s) x k={cfg.k} completions < batch_size={cfg.batch_size} (no GRPO step "
+            f"would run: raise grpo_max_rows or n_train to {-(-cfg.batch_size // cfg.k)}, or lower batch_size)"
+        )
     if cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
         problems.append(f"temperature={cfg.temperature}, top_p={cfg.top_p} (need T >= 0, 0 < top_p <= 1)")
     if problems:

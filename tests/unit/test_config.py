@@ -63,3 +63,11 @@ def test_profile_is_not_an_override_and_the_toy_set_needs_sizes() -> None:
         config.resolve("smoke", profile="full")
     with pytest.raises(ValueError, match="n_train=None \\(the generated toy set has no 'all'"):
         config.resolve("smoke", config.RunConfig(**{**config.to_dict(config.SMOKE), "n_train": None}))
+
+
+def test_a_grpo_that_would_run_no_step_is_refused_before_anything_loads() -> None:
+    with pytest.raises(
+        ValueError, match=r"GRPO's 1 prompt\(s\) x k=2 completions < batch_size=4 .*grpo_max_rows"
+    ):
+        config.resolve("smoke", k=2, grpo_max_rows=1)
+    assert config.resolve("smoke", k=2, grpo_max_rows=2).grpo_max_rows == 2
