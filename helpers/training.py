@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
 from helpers import accelerator, config, cpu_engine, data, models, plots, rewards, sampling
-from helpers.files import BadInput, parse_json, read_utf8
+from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -175,8 +175,10 @@ class _Checkpointed(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if checkpoint.is_dir():
-            (checkpoint / self.FILE).write_text(json.dumps(self.state()))
+        if (
+            checkpoint.is_dir()
+        ):  # written after the trainer's own files: its presence marks a whole checkpoint
+            atomic_write_text(checkpoint / self.FILE, json.dumps(self.state()))
 
     def restore(self, checkpoint: str | None) -> None:
         path = Path(checkpoint) / self.FILE if checkpoint else None
@@ -557,11 +559,11 @@ def _train(
         trainer = build(model, tokenizer, trainer_args(run, name))
         meter = _Meter(TOKEN_MASKS.get(kind, ()))
         trainer.training_step = meter.wrap(trainer.training_step)
-        checkpoint = _last_checkpoint(run.root / "checkpoints" / name)
-        for callback in (meter, plateau):
-            if callback is not None:
-                callback.restore(checkpoint)
-                trainer.add_callback(callback)
+        callbacks = [c for c in (meter, plateau) if c is not None]
+        checkpoint = _last_whole_checkpoint(run.root / "checkpoints" / name, callbacks)
+        for callback in callbacks:
+            callback.restore(checkpoint)
+            trainer.add_callback(callback)
         trainer.train(resume_from_checkpoint=checkpoint)
     history = pd.DataFrame(trainer.state.log_history)
     compute = {
@@ -599,10 +601,20 @@ def _train(
     return Trained(name, path, models.read_manifest(path), history, figure)
 
 
-def _last_checkpoint(output_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def _last_whole_checkpoint(output_dir: Path, callbacks: list[_Checkpointed]) -> str | None:
+    """The newest checkpoint that was saved whole: the callbacks' files, written after the trainer's, are there.
 
-    return get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    Newer ones were cut off mid-save (a kill, a full disk); they are deleted, and training resumes before them.
+    """
+    numbered = [
+        (int(p.name.split("-")[1]), p) for p in output_dir.glob("checkpoint-*") if p.name[11:].isdigit()
+    ]
+    for _, checkpoint in sorted(numbered, reverse=True):
+        if all((checkpoint / c.FILE).is_file() for c in callbacks):
+            return str(checkpoint)
+        log.warning("%s was cut off while being saved: deleting it, resuming from the one before", checkpoint)
+        shutil.rmtree(checkpoint)
+    return None
 
 
 def _hyperparameters(args: Any) -> dict[str, Any]:

@@ -195,3 +195,20 @@ def test_meter_counts_masks_or_padding_free_tokens_and_survives_a_resume(tmp_pat
     again = training.RewardPlateau(patience=3)
     again.restore(str(tmp_path / "checkpoint-2"))
     assert (again.best, again.stale) == (0.5, 2)
+
+
+def test_a_checkpoint_cut_off_mid_save_is_deleted_and_training_resumes_from_the_one_before(
+    tmp_path: Path,
+) -> None:
+    meter, plateau = training._Meter(training.TOKEN_MASKS["sft"]), training.RewardPlateau(patience=3)
+    for step in (1, 2, 10):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    args = SimpleNamespace(output_dir=str(tmp_path))
+    for step in (1, 2):
+        meter.on_save(args, SimpleNamespace(global_step=step), None)
+        plateau.on_save(args, SimpleNamespace(global_step=step), None)
+    meter.on_save(args, SimpleNamespace(global_step=10), None)  # killed before the plateau's file
+    assert training._last_whole_checkpoint(tmp_path, [meter, plateau]) == str(tmp_path / "checkpoint-2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    assert training._last_whole_checkpoint(tmp_path / "none", [meter]) is None
