@@ -134,7 +134,7 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
     executed = run_dir / "executed" / f"{step.name}.ipynb"
     # papermill rewrites its output after every cell: into a side file, kept only when whole (a kill or a full
     # disk mid-write must not leave a broken notebook under the name a reader opens)
-    partial = executed.with_name(f"{executed.name}.partial")
+    partial = executed.with_name(f"{step.name}.partial.ipynb")
     try:
         papermill.execute_notebook(
             str(step.notebook),
