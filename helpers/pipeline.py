@@ -202,7 +202,7 @@ def _run_steps(
 ) -> dict[str, Any]:
     cfg_hash = config.config_hash(cfg)
     timings_path = run_dir / TIMINGS
-    timings = json.loads(timings_path.read_text()) if timings_path.exists() else {}
+    timings = _read_timings(timings_path)
     for step in steps:
         if not step.notebook.exists():
             log.info("%s: no notebook yet (%s), skipped", step.name, step.notebook.name)
@@ -217,6 +217,22 @@ def _run_steps(
         timings[step.name] = {"wall_s": round(time.perf_counter() - start, 1), "config_hash": cfg_hash}
         atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
         log.info("%s: %s s, executed notebook: %s", step.name, timings[step.name]["wall_s"], executed)
+    return timings
+
+
+def _read_timings(path: Path) -> dict[str, Any]:
+    """Each finished step's wall time and config hash; a file that does not read is refused, naming the fix."""
+    if not path.exists():
+        return {}
+    fix = "Delete it and rerun: every step runs again, and skips the work whose outputs are there."
+    try:
+        timings = files.parse_json(files.read_utf8(path, fix))
+    except files.BadInput:
+        raise
+    except ValueError as err:
+        raise files.BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
+    if not isinstance(timings, dict) or not all(isinstance(t, dict) for t in timings.values()):
+        raise files.BadInput(f"{path} is not an object of steps, each an object. {fix}")
     return timings
 
 

@@ -537,6 +537,10 @@ COMMAND_CASES = [
     ),
     pytest.param("corrupt", [], "config.json is not valid JSON", id="cli-run-with-a-cut-config"),
     pytest.param("config-a-dir", [], "config.json is not a file", id="cli-run-whose-config-is-a-dir"),
+    pytest.param("timings-cut", [], "timings.json is not valid JSON", id="cli-run-with-cut-timings"),
+    pytest.param(
+        "timings-a-list", [], "timings.json is not an object of steps", id="cli-run-with-timings-a-list"
+    ),
 ]
 
 
@@ -552,6 +556,10 @@ def test_a_bad_command_is_named(tmp_path: Path, run_dir: str, args: list[str], e
     elif run_dir == "config-a-dir":
         (root / runs.CONFIG_FILE).unlink()
         (root / runs.CONFIG_FILE).mkdir()
+    elif run_dir.startswith("timings"):
+        (root / pipeline.TIMINGS).write_text(
+            '{"01_sampling": {"wall_s": ' if run_dir == "timings-cut" else "[1]"
+        )
     before = snapshot(root)
     code, err = run_pipeline(root, *args)
     assert code == 1 and err.startswith("error: ") and expected in err
