@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ from helpers.files import (
 
 log = logging.getLogger(__name__)
 
+# The line a sampling child ends with when it fails: the error its parent raises in turn.
+CHILD_FAILED = "sampling failed: "
 # Rows of one file must agree on every setting: a resumed run may not mix samples of two configurations.
 SETTINGS = ("model", "backend", "seed", "temperature", "top_p", "max_new_tokens")
 # The type of each field every row carries (a float field also takes an int: `temperature=0` is written as 0).
@@ -354,9 +357,14 @@ def sample_isolated(model_ref: str, problems: Any, **kwargs: Any) -> pd.DataFram
         child.stdout.close()
         os.unlink(f.name)
     if child.returncode:
+        lines = [line for line in tail.splitlines() if line.startswith(CHILD_FAILED)]
+        reason = lines[-1].removeprefix(CHILD_FAILED) if lines else f"exit {child.returncode}"
+        # A full disk is the same error as sampling in this process would give
+        if reason.startswith(f"{DiskFull.__name__}: "):
+            raise DiskFull(errno.ENOSPC, reason.split(": ", 1)[1])
         raise RuntimeError(
-            f"Sampling in a child process failed (exit {child.returncode}); rows it wrote are kept in "
-            f"{kwargs['out_path']} and a rerun resumes. Its last output:\n{tail}"
+            f"Sampling in a child process failed: {reason}. Rows it wrote are kept in {kwargs['out_path']} and "
+            f"a rerun resumes. Its last output:\n{tail}"
         )
     return sample(model_ref, problems, **kwargs)  # every row is written now: this reads and grades them
 
@@ -506,4 +514,10 @@ def _vllm_completions(
 if __name__ == "__main__":  # the child of `sample_isolated`: python -m helpers.sampling JOB.json
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     spec = json.loads(Path(sys.argv[1]).read_text())
-    sample(spec["model"], datasets.Dataset.from_list(spec["problems"]), **spec["kwargs"])
+    try:
+        sample(spec["model"], datasets.Dataset.from_list(spec["problems"]), **spec["kwargs"])
+    except Exception as err:
+        traceback.print_exc()
+        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        print(f"{CHILD_FAILED}{type(err).__name__}: {' '.join(message.split())}", flush=True)  # the last line
+        sys.exit(1)
