@@ -6,11 +6,13 @@ Nothing here knows about runs, models or samples; `runs` and `sampling` build on
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -19,29 +21,49 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over the disk quota
+FULL_MESSAGES = ("No space left", "StorageFull", "Disk quota exceeded", "file write failed")
+# The temporaries `atomic_write_text` and `models.write_dir_atomically` write beside their target (mkstemp's and
+# mkdtemp's `.<name>-<8 characters>`, and `.<name>.old`): a kill mid-write leaves them behind.
+TEMPORARY = re.compile(r"\..+-[a-z0-9_]{8}|\..+\.old")
+# The permissions a plain open() would give a new file (mkstemp's are 0600); the umask is read once, here.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
 
 
 class DiskFull(OSError):
     """A write found no space: the message names the path, the space it needs and what to do."""
 
 
-def raise_if_full(err: OSError, path: str | os.PathLike, needed: int | None, at_least: bool = False) -> None:
+def raise_if_full(
+    err: Exception, path: str | os.PathLike, needed: int | None, at_least: bool = False
+) -> None:
     """Raise `DiskFull` for `path` if `err` is a full disk or quota; return otherwise (the caller re-raises).
 
     Args:
+        err: an OSError, or a library's own error for one (safetensors: `StorageFull`; torch.save: `file write
+            failed`), recognised by its message.
         needed: bytes the write needs (`at_least`: the bytes it had written when the disk filled).
     """
-    if err.errno not in FULL:
-        return
     where = Path(path)
     while not where.exists() and where != where.parent:
         where = where.parent
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = None
+    said = getattr(err, "errno", None) in FULL
+    # a library's message alone could be another failure: only with the disk (nearly) full too
+    named = any(m in str(err) for m in FULL_MESSAGES) and free is not None and free < 2**26
+    if not (said or named):
+        return
     need = f"{'at least' if at_least else 'about'} {_size(needed)}" if needed else "more space"
     raise DiskFull(
-        err.errno,
-        f"No space left on the disk of {path}: writing it needs {need}, {_size(shutil.disk_usage(where).free)} is "
-        "free. Free some space there (or use a run directory on another disk), then rerun: finished steps are "
-        "skipped, sampling resumes where it stopped and nothing written before is lost.",
+        errno.ENOSPC,
+        f"No space left on the disk of {path}: writing it needs {need}, "
+        f"{'an unknown amount' if free is None else _size(free)} is free. Free some space there (or use a run "
+        "directory on another disk), then rerun: finished steps are skipped, sampling resumes where it stopped "
+        "and nothing written before is lost.",
     ) from err
 
 
@@ -104,7 +126,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     data = text.encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would make run files private to their writer
+        with contextlib.suppress(OSError):  # some filesystems (vfat, some network mounts) have no modes
+            os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
@@ -115,6 +138,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def sweep_temporaries(root: Path) -> list[Path]:
+    """Delete, with a warning, the temporaries of writes a kill cut off under `root`. Only its one writer may."""
+    found = sorted((p for p in root.rglob(".*") if TEMPORARY.fullmatch(p.name)), key=lambda p: len(p.parts))
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("%s: the temporary directory of a write that was cut off, deleted", path)
+        elif path.exists():
+            path.unlink()
+            log.warning("%s: the temporary file of a write that was cut off, deleted", path)
+    return found
 
 
 def write_jsonl(path: str | os.PathLike, rows: list[dict[str, Any]]) -> Path:

@@ -62,9 +62,10 @@ def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
     try:
         write(tmp)
         if target.exists():
+            shutil.rmtree(old, ignore_errors=True)  # one a kill left would block the rename
             os.replace(target, old)  # renamed aside, not deleted, until the new directory is in place
         os.replace(tmp, target)
-    except OSError as err:
+    except Exception as err:  # safetensors and torch.save report a full disk in errors of their own
         written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
         raise_if_full(err, target, written or None, at_least=True)
         raise

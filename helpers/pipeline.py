@@ -118,6 +118,7 @@ def _prepare(run_dir: Path, profile: str, overrides: dict[str, Any], force: bool
     log.warning("--force: moving the run of other settings to %s", backup)
     shutil.move(str(run_dir), str(backup))
     run_lock.release(run_dir)
+    (backup / run_lock.HOLDER_FILE).unlink(missing_ok=True)  # it named this process, which let go of it
     return runs.open_run(run_dir, profile, overrides).cfg
 
 
@@ -132,9 +133,11 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
     from papermill.exceptions import PapermillExecutionError
 
     executed = run_dir / "executed" / f"{step.name}.ipynb"
+    executed.unlink(missing_ok=True)  # an earlier attempt's notebook must not pass for this one's
     # papermill rewrites its output after every cell: into a side file, kept only when whole (a kill or a full
     # disk mid-write must not leave a broken notebook under the name a reader opens)
     partial = executed.with_name(f"{step.name}.partial.ipynb")
+    failure = None
     try:
         papermill.execute_notebook(
             str(step.notebook),
@@ -145,32 +148,36 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
             progress_bar=False,
         )
     except OSError as err:
+        _keep_if_whole(partial, executed)
         files.raise_if_full(err, err.filename or partial, None)
         raise
     except PapermillExecutionError as err:
-        raise StepFailed(
-            f"Step {step.name} failed: {err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}\n"
-            f"Open the executed notebook for the full traceback: {executed}"
-        ) from None
+        failure = f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}"
     except DeadKernelError:
-        raise StepFailed(
-            f"Step {step.name} failed: its kernel died (killed, or out of memory). Rerun the pipeline: finished "
-            f"steps are skipped and sampling resumes. Partial output: {executed}"
-        ) from None
-    finally:
-        _keep_if_whole(partial, executed)
-    return executed
+        failure = (
+            "its kernel died (killed, or out of memory). Rerun the pipeline: finished steps are skipped "
+        )
+        failure += "and sampling resumes"
+    kept = _keep_if_whole(partial, executed)
+    if failure is None:
+        return executed
+    see = (
+        f"Open the executed notebook for the full traceback: {executed}"
+        if kept
+        else ("Its executed notebook could not be written whole.")
+    )
+    raise StepFailed(f"Step {step.name} failed: {failure}\n{see}")
 
 
-def _keep_if_whole(partial: Path, executed: Path) -> None:
+def _keep_if_whole(partial: Path, executed: Path) -> bool:
+    """Rename papermill's side file to the executed notebook if it is whole JSON; else delete it."""
     try:
         json.loads(partial.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return
-    except ValueError:
-        partial.unlink()
-        return
-    os.replace(partial, executed)
+        os.replace(partial, executed)
+        return True
+    except (OSError, ValueError):  # absent, unreadable, or cut mid-write
+        partial.unlink(missing_ok=True)
+        return False
 
 
 def run(
@@ -184,8 +191,8 @@ def run(
     overrides = overrides or {}
     run_dir = Path(run_dir).resolve()
     held_before = run_lock.holds(run_dir)
-    cfg = _prepare(run_dir, profile, overrides, force)  # makes this process the run's writer
     try:
+        cfg = _prepare(run_dir, profile, overrides, force)  # makes this process the run's writer
         return _run_steps(run_dir, profile, cfg, steps, overrides, force)
     finally:
         if not held_before:
@@ -225,14 +232,18 @@ def _read_timings(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     fix = "Delete it and rerun: every step runs again, and skips the work whose outputs are there."
+    text = files.read_utf8(path, fix)
     try:
-        timings = files.parse_json(files.read_utf8(path, fix))
-    except files.BadInput:
-        raise
+        timings = files.parse_json(text)
     except ValueError as err:
         raise files.BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
-    if not isinstance(timings, dict) or not all(isinstance(t, dict) for t in timings.values()):
-        raise files.BadInput(f"{path} is not an object of steps, each an object. {fix}")
+    if not isinstance(timings, dict) or not all(
+        isinstance(t, dict)
+        and not files.type_problem(t.get("wall_s"), float)
+        and isinstance(t.get("config_hash"), str)
+        for t in timings.values()
+    ):
+        raise files.BadInput(f"{path} is not an object of steps, each with its wall_s and config_hash. {fix}")
     return timings
 
 

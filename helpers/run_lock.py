@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,11 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".writer.lock"
 HOLDER_FILE = ".writer.json"
-# root=pid entries, os.pathsep-separated: runs that an ancestor of this process holds the lock of
+# JSON {run root: PID}: the runs whose lock an ancestor of this process holds
 INHERITED = "GSM8K_RUN_WRITERS"
 
 _held: dict[Path, int] = {}  # run root -> descriptor of the lock this process holds
+_watching: list[int] = []  # the parent whose end ends this process (a thread watches it)
 
 
 class RunBusy(RuntimeError):
@@ -54,7 +56,11 @@ def acquire(root: Path, step: str | None = None) -> None:
         os.close(fd)
         holder = read_holder(root)
         if holder is not None and _inherited(root) == holder.get("pid"):
-            return  # our ancestor holds it and we write on its behalf (a notebook the pipeline runs)
+            # our ancestor holds it and we write on its behalf (a notebook the pipeline runs): never without it
+            if holder["pid"] == os.getppid() and not _watching:
+                _watching.append(holder["pid"])
+                threading.Thread(target=_end_with_parent, args=(holder["pid"],), daemon=True).start()
+            return
         raise RunBusy(_busy_message(root, holder)) from None
     except OSError as err:
         os.close(fd)
@@ -63,14 +69,24 @@ def acquire(root: Path, step: str | None = None) -> None:
         log.warning("%s: this filesystem has no locks (%s); one writer at a time is up to you", root, err)
         return
     previous = read_holder(root)
-    if previous is not None and previous.get("pid") != os.getpid():
+    if previous is not None and previous.get("host") != socket.gethostname():
+        log.warning(
+            "%s: last written by %s. A lock cannot see other machines: make sure that writer has stopped.",
+            root,
+            describe(previous),
+        )
+    elif previous is not None and previous.get("pid") != os.getpid():
         log.warning(
             "%s: taking the run over from %s, which ended without releasing it", root, describe(previous)
         )
     _held[root] = fd
     _write_holder(root, step)
-    entries = [e for e in os.environ.get(INHERITED, "").split(os.pathsep) if e]
-    os.environ[INHERITED] = os.pathsep.join([*entries, f"{root}={os.getpid()}"])
+    os.environ[INHERITED] = json.dumps({**_inherited_runs(), str(root): os.getpid()})
+
+
+def held() -> set[Path]:
+    """The runs whose lock this process holds."""
+    return set(_held)
 
 
 def holds(root: Path) -> bool:
@@ -86,9 +102,9 @@ def release(root: Path) -> None:
         return
     # Before unlocking: a holder file beside a free lock means "died"
     (root / HOLDER_FILE).unlink(missing_ok=True)
+    fcntl.flock(fd, fcntl.LOCK_UN)  # a child forked meanwhile shares the lock: unlock for it too
     os.close(fd)
-    entries = os.environ.get(INHERITED, "").split(os.pathsep)
-    os.environ[INHERITED] = os.pathsep.join(e for e in entries if e and e != f"{root}={os.getpid()}")
+    os.environ[INHERITED] = json.dumps({r: p for r, p in _inherited_runs().items() if r != str(root)})
 
 
 def read_holder(root: Path) -> dict[str, Any] | None:
@@ -126,9 +142,22 @@ def _write_holder(root: Path, step: str | None) -> None:
     atomic_write_text(root / HOLDER_FILE, json.dumps(holder) + "\n")
 
 
+def _end_with_parent(parent: int) -> None:
+    """End this process once its parent, the run's writer, is gone (a kill -9 of the pipeline): its lock is free
+    then, and a rerun must not meet this process still writing."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    log.error("the run's writer (PID %d) is gone: ending this process, which wrote for it", parent)
+    os._exit(70)
+
+
 def _inherited(root: Path) -> int | None:
-    for entry in os.environ.get(INHERITED, "").split(os.pathsep):
-        path, _, pid = entry.rpartition("=")
-        if path == str(root) and pid.isdigit():
-            return int(pid)
-    return None
+    return _inherited_runs().get(str(root))
+
+
+def _inherited_runs() -> dict[str, int]:
+    try:
+        runs = json.loads(os.environ.get(INHERITED) or "{}")
+    except ValueError:  # set by hand, or by no version of this module
+        return {}
+    return runs if isinstance(runs, dict) else {}

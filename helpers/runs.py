@@ -18,7 +18,7 @@ import datasets
 import pandas as pd
 
 from helpers import accelerator, config, data, run_lock, sampling
-from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8
+from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8, sweep_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -171,10 +171,42 @@ def open_run(
     A GPU profile (`config.GPU_PROFILES`) is refused where the Unsloth backend cannot run, saying why.
     The first call writes `config.json`. Later calls start from that config, so a notebook run alone picks up
     the run's settings; a setting given that differs from it is refused, naming the keys and the fix.
-    This process becomes the run's one writer (`run_lock`) once the settings check out; `read_only` opens an
-    existing run to look at, beside a writer, and writes nothing.
+    This process becomes the run's one writer (`run_lock`) once the settings check out, and sweeps away what
+    writes cut off by a kill left; `read_only` opens an existing run to look at, beside a writer, and writes
+    nothing. A kernel that opened a run holds it until the kernel shuts down.
     """
     root = Path(run_dir).resolve()
+    config_path = root / CONFIG_FILE
+    found, cfg = _settings(root, profile, {**(overrides or {}), **knobs})
+    if read_only:
+        if found is None:
+            raise FileNotFoundError(
+                f"No run in {root} (no {CONFIG_FILE}) to look at: run the pipeline first."
+            )
+        return Run(root, cfg)
+    root.mkdir(parents=True, exist_ok=True)
+    held_before = run_lock.holds(root)
+    run_lock.acquire(root)
+    try:
+        if found is None and config_path.exists():  # another writer made the run after our look: check again
+            return open_run(run_dir, profile, overrides, **knobs)
+        sweep_temporaries(root)
+        if found is None:
+            for sub in SUBDIRS:
+                (root / sub).mkdir(parents=True, exist_ok=True)
+            wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
+            atomic_write_text(config_path, json.dumps(wanted, indent=2) + "\n")
+    except BaseException:
+        if not held_before:
+            run_lock.release(root)
+        raise
+    return Run(root, cfg)
+
+
+def _settings(
+    root: Path, profile: str, given: dict[str, Any]
+) -> tuple[dict[str, Any] | None, config.RunConfig]:
+    """The run's `config.json` (None for a new run) and the config `given` makes of it; refused if they differ."""
     if profile in config.GPU_PROFILES:
         accelerator.require_gpu(f"Profile {profile!r}")  # never a silent fall-back to the CPU backend
     if root.exists() and not root.is_dir():
@@ -196,10 +228,9 @@ def open_run(
             "--force to replace this run (the old one is kept beside it as <run>.replaced-<hash>; `make smoke` "
             "takes RUN_DIR=outputs/<another>)."
         )
-    base = config.from_dict(found) if found is not None else None
-    cfg = config.resolve(profile, base, **{**(overrides or {}), **knobs})
-    wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
+    cfg = config.resolve(profile, config.from_dict(found) if found is not None else None, **given)
     if found is not None:
+        wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
         differing = config.diff(found, wanted)
         if differing:
             details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in _rows(differing))
@@ -207,21 +238,7 @@ def open_run(
                 f"{root} was made with other settings ({details}). Outputs of two configs are never mixed: "
                 "use a new run directory, or rerun the pipeline with --force to replace this run."
             )
-    if read_only:
-        if found is None:
-            raise FileNotFoundError(
-                f"No run in {root} (no {CONFIG_FILE}) to look at: run the pipeline first."
-            )
-        return Run(root, cfg)
-    root.mkdir(parents=True, exist_ok=True)
-    run_lock.acquire(root)
-    if found is None:
-        if config_path.exists():  # another writer created the run between our look and our lock: check again
-            return open_run(run_dir, profile, overrides, **knobs)
-        for sub in SUBDIRS:
-            (root / sub).mkdir(parents=True, exist_ok=True)
-        atomic_write_text(config_path, json.dumps(wanted, indent=2) + "\n")
-    return Run(root, cfg)
+    return found, cfg
 
 
 def _rows(differing: dict[str, tuple[Any, Any]]) -> list[tuple[str, Any, Any]]:

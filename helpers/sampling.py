@@ -17,9 +17,11 @@ import json
 import logging
 import os
 import reprlib
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
@@ -332,7 +334,9 @@ def sample_isolated(model_ref: str, problems: Any, **kwargs: Any) -> pd.DataFram
     )
     plain = {key: str(value) if isinstance(value, os.PathLike) else value for key, value in kwargs.items()}
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
-        json.dump({"model": model_ref, "problems": problems.to_list(), "kwargs": plain}, f)
+        json.dump(
+            {"model": model_ref, "problems": problems.to_list(), "kwargs": plain, "parent": os.getpid()}, f
+        )
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
     decoder, tail = codecs.getincrementaldecoder("utf-8")(errors="replace"), ""
@@ -341,6 +345,7 @@ def sample_isolated(model_ref: str, problems: Any, **kwargs: Any) -> pd.DataFram
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
+        start_new_session=True,  # its own process group: its engine processes end with it
     )
     try:
         for chunk in iter(lambda: child.stdout.read1(4096), b""):
@@ -350,7 +355,8 @@ def sample_isolated(model_ref: str, problems: Any, **kwargs: Any) -> pd.DataFram
             tail = (tail + text)[-4000:]
         child.wait()
     except BaseException:  # an interrupt must not leave the child holding the GPU
-        child.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
         child.wait()
         raise
     finally:
@@ -511,13 +517,22 @@ def _vllm_completions(
             }
 
 
+def _end_with_parent(parent: int) -> None:
+    """In a sampling child: once its parent is gone (a kill -9 of the pipeline), end this process group, engine
+    included, so that nothing appends to the sample file after its writer died (the rerun's child would too)."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.killpg(os.getpgrp(), signal.SIGKILL)
+
+
 if __name__ == "__main__":  # the child of `sample_isolated`: python -m helpers.sampling JOB.json
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     spec = json.loads(Path(sys.argv[1]).read_text())
+    threading.Thread(target=_end_with_parent, args=(spec["parent"],), daemon=True).start()
     try:
         sample(spec["model"], datasets.Dataset.from_list(spec["problems"]), **spec["kwargs"])
     except Exception as err:
         traceback.print_exc()
-        message = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+        message = err.strerror if isinstance(err, DiskFull) else str(err)
         print(f"{CHILD_FAILED}{type(err).__name__}: {' '.join(message.split())}", flush=True)  # the last line
         sys.exit(1)

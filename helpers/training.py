@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
 from helpers import accelerator, config, cpu_engine, data, models, plots, rewards, sampling
-from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8
+from helpers.files import BadInput, atomic_write_text, parse_json, raise_if_full, read_utf8
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -564,7 +564,11 @@ def _train(
         for callback in callbacks:
             callback.restore(checkpoint)
             trainer.add_callback(callback)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint)
+        except Exception as err:  # a checkpoint that found the disk full
+            raise_if_full(err, run.root / "checkpoints" / name, None)
+            raise
     history = pd.DataFrame(trainer.state.log_history)
     compute = {
         "tokens_sampled_for_data": data_record.pop("tokens_sampled"),

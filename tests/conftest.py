@@ -6,6 +6,7 @@ Run everything with `make test`; the fast part alone with `.venv/bin/python -m p
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,15 @@ def smollm2_completions() -> list[dict]:
     """960 real SmolLM2-135M completions on GSM8K train problems, with their gold numbers."""
     with open(FIXTURES / "smollm2_completions.jsonl") as f:
         return [json.loads(line) for line in f]
+
+
+@pytest.fixture(autouse=True)
+def _release_run_locks() -> Iterator[None]:
+    """Each test gives back the run locks it took: a test process would otherwise hold hundreds (one per run
+    directory `runs.open_run` opened), with their descriptors and environment entries."""
+    from helpers import run_lock
+
+    before = run_lock.held()
+    yield
+    for root in run_lock.held() - before:
+        run_lock.release(root)

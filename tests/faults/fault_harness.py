@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -32,11 +34,33 @@ ADAPTER = ("manifest.json", "adapter_config.json", "adapter_model.safetensors")
 
 @dataclass(frozen=True)
 class Kill:
-    """SIGKILL during `step` when `moment(run_dir, seconds since the step started)` first holds."""
+    """SIGKILL during `step` when `moment(run_dir, seconds since the step started)` first holds: its whole process
+    tree (a machine that dies), or with `tree=False` the pipeline alone (`kill -9 <pid>`), whose kernel and
+    engine processes must then end by themselves."""
 
     step: str
     what: str
     moment: Callable[[Path, float], bool]
+    tree: bool = True
+
+
+ORPHANS_S = 30  # how long the processes of a pipeline killed alone may take to end by themselves
+
+
+def stop(proc: subprocess.Popen, tree: bool) -> None:
+    """SIGKILL the pipeline (and all below it, or check that all below it end by themselves)."""
+    if tree:
+        processes.killtree(proc.pid)
+        return
+    below = processes.descendants(proc.pid)
+    os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + ORPHANS_S
+    while any(map(processes.alive, below)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in below if processes.alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"processes {left} of the killed pipeline were still running after {ORPHANS_S} s"
 
 
 def after(seconds: float) -> Callable[[Path, float], bool]:
@@ -82,9 +106,9 @@ def run_until(
     run_dir: Path,
     kill: Kill,
     overrides: list[str],
-    act: Callable[[subprocess.Popen], None] = lambda proc: processes.kill_tree(proc.pid),
+    act: Callable[[subprocess.Popen], None] | None = None,
 ) -> Outcome:
-    """Run the pipeline up to `kill.step`; at the moment, `act` on it (SIGKILL its process tree), then wait."""
+    """Run the pipeline up to `kill.step`; at the moment, `act` on it (default: `stop`), then wait."""
     args = ["-m", "helpers.pipeline", "run", "--profile", "smoke", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(
         [sys.executable, *args, "--to", kill.step, *overrides],
@@ -109,7 +133,10 @@ def run_until(
     while proc.poll() is None and not fired:
         if "at" in started and kill.moment(run_dir, time.monotonic() - started["at"]):
             fired, into = True, time.monotonic() - started["at"]
-            act(proc)
+            if act is None:
+                stop(proc, kill.tree)
+            else:
+                act(proc)
         time.sleep(POLL_S)
     proc.wait()
     reader.join()
@@ -138,8 +165,8 @@ def check_run(run_dir: Path, seen: dict[str, bytes], n_rows: dict[str, int]) -> 
             json.loads(path.read_text())
         elif path.suffix == ".csv":
             pd.read_csv(path)
-        elif path.suffix == ".ipynb":
-            continue  # papermill rewrites the executed notebook as it goes; nothing reads it back
+        elif path.suffix == ".ipynb" and not path.name.endswith(".partial.ipynb"):
+            json.loads(path.read_text())  # papermill's side file may be cut; the notebook by its name may not
         elif path.suffix == ".jsonl":
             _check_jsonl(path, relative, seen, n_rows)
     for variant in (run_dir / "models").iterdir():

@@ -48,9 +48,16 @@ def kill_plan(rng: random.Random) -> list[Kill]:
     return [
         Kill("01", "while loading", after(rng.uniform(2, 12))),
         Kill("01", "mid-sampling", rows_in("samples/base_train.jsonl", rng.randint(1, rows - 1))),
+        Kill(
+            "01",
+            "mid-sampling, the pipeline alone",
+            rows_in("samples/base_train.jsonl", rows - 2),
+            tree=False,
+        ),
         Kill("02", "anywhere in the step", after(rng.uniform(1, 10))),
         Kill("03", "between checkpoints", checkpoint("SFT_1", saved=True)),
         Kill("03", "writing the variant", writing),
+        Kill("04", "mid-training, the pipeline alone", checkpoint("ORPO_1", saved=True), tree=False),
         Kill("04", "while loading", after(rng.uniform(2, 12))),
         Kill("04", "during a checkpoint", checkpoint("ORPO_1", saved=False)),
         Kill("05", "mid-sampling", rows_in("samples/sft1_train.jsonl", rng.randint(1, rows - 1))),

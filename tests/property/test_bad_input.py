@@ -539,7 +539,10 @@ COMMAND_CASES = [
     pytest.param("config-a-dir", [], "config.json is not a file", id="cli-run-whose-config-is-a-dir"),
     pytest.param("timings-cut", [], "timings.json is not valid JSON", id="cli-run-with-cut-timings"),
     pytest.param(
-        "timings-a-list", [], "timings.json is not an object of steps", id="cli-run-with-timings-a-list"
+        "timings-a-list",
+        [],
+        "timings.json is not an object of steps, each with its wall_s",
+        id="cli-run-with-timings-a-list",
     ),
 ]
 

@@ -41,7 +41,7 @@ def test_a_full_disk_is_named_with_the_space_needed_and_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = files.atomic_write_text(tmp_path / "f.txt", "old")
-    assert path.stat().st_mode & 0o777 == 0o644  # readable like any file, not mkstemp's 0600
+    assert path.stat().st_mode & 0o777 == files.FILE_MODE  # as open() would make it, not mkstemp's 0600
     monkeypatch.setattr(files.os, "replace", no_space)
     with pytest.raises(files.DiskFull) as err:
         files.atomic_write_text(path, "x" * 3000)
@@ -83,3 +83,25 @@ def test_a_sample_row_cut_by_a_full_disk_is_removed(tmp_path: Path) -> None:
     ):
         sampling._append_row(FillsUp(f), path, b'{"a": 2, "b": 3}\n', rows_left=1)
     assert path.read_bytes() == b'{"a": 1}\n'
+
+
+def test_a_library_error_is_a_full_disk_only_when_the_disk_is_full(tmp_path: Path) -> None:
+    files.raise_if_full(RuntimeError("PytorchStreamWriter failed: file write failed"), tmp_path / "x", None)
+    with pytest.raises(files.DiskFull, match="writing it needs more space"):
+        files.raise_if_full(OSError(errno.EDQUOT, "Disk quota exceeded"), tmp_path / "x", None)
+
+
+def test_the_temporaries_of_cut_off_writes_are_swept_and_nothing_else(tmp_path: Path) -> None:
+    cut = [
+        tmp_path / ".config.json-ab_12cd3",
+        tmp_path / "models" / ".SFT_1-k2j4h5g6",
+        tmp_path / "models" / ".SFT_1.old",
+    ]
+    kept = [tmp_path / ".writer.json", tmp_path / "config.json", tmp_path / "executed" / ".ipynb_checkpoints"]
+    for path in cut[1:] + kept[2:]:
+        path.mkdir(parents=True)
+    (cut[1] / "adapter_model.safetensors").write_text("half")
+    for path in cut[:1] + kept[:2]:
+        path.write_text("{}")
+    assert sorted(files.sweep_temporaries(tmp_path)) == sorted(cut)
+    assert [p.exists() for p in cut + kept] == [False] * 3 + [True] * 3

@@ -110,7 +110,19 @@ def test_processes_the_writer_starts_write_for_it_and_others_do_not(tmp_path: Pa
         assert "RunBusy" in err.value.stderr and f"PID {os.getpid()}" in err.value.stderr
     finally:
         run_lock.release(run.root)
-    assert f"{run.root}=" not in os.environ.get(run_lock.INHERITED, "")
+    assert str(run.root) not in json.loads(os.environ[run_lock.INHERITED])
+
+
+def test_a_run_path_with_a_colon_is_inherited_too(tmp_path: Path) -> None:
+    root = tmp_path / "run-12:30"
+    root.mkdir()
+    run_lock.acquire(root)
+    try:
+        child = start_writer(root)  # would be refused if the path were split at the colon
+        child.kill()
+        child.wait()
+    finally:
+        run_lock.release(root)
 
 
 def test_the_same_process_opens_its_run_again_and_names_its_step(tmp_path: Path) -> None:
