@@ -94,6 +94,19 @@ def parse_json(text: str) -> Any:
     return json.loads(text, object_pairs_hook=_unique_keys)
 
 
+def read_json_object(path: Path, fix: str, holds: str = "an object") -> dict[str, Any]:
+    """A JSON file that must hold one object: not UTF-8, not JSON, a key twice or another value raise `BadInput`
+    naming `path`, what it should hold and `fix`."""
+    text = read_utf8(path, fix)
+    try:
+        found = parse_json(text)
+    except ValueError as err:
+        raise BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
+    if not isinstance(found, dict):
+        raise BadInput(f"{path} holds a JSON {type(found).__name__}, not {holds}. {fix}")
+    return found
+
+
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     found = dict(pairs)
     if len(found) < len(pairs):

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from helpers import accelerator, cpu_engine, data
-from helpers.files import BadInput, parse_json, raise_if_full, read_utf8
+from helpers.files import BadInput, raise_if_full, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +159,7 @@ def read_manifest(variant_dir: str | os.PathLike) -> dict[str, Any]:
             "Train it with its notebook first, or pass the right models/<variant> directory."
         )
     fix = f"Retrain the variant with its notebook (delete {variant_dir} first)."
-    text = read_utf8(path, fix)
-    try:
-        manifest = parse_json(text)
-    except ValueError as err:
-        raise BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
-    if not isinstance(manifest, dict):
-        raise BadInput(f"{path} holds a JSON {type(manifest).__name__}, not an object. {fix}")
+    manifest = read_json_object(path, fix)
     missing = [key for key in LINEAGE if key not in manifest]
     if missing:
         raise BadInput(f"{path} lacks {missing}; lineage is required. {fix}")

@@ -232,12 +232,8 @@ def _read_timings(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     fix = "Delete it and rerun: every step runs again, and skips the work whose outputs are there."
-    text = files.read_utf8(path, fix)
-    try:
-        timings = files.parse_json(text)
-    except ValueError as err:
-        raise files.BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
-    if not isinstance(timings, dict) or not all(
+    timings = files.read_json_object(path, fix, "an object of steps")
+    if not all(
         isinstance(t, dict)
         and not files.type_problem(t.get("wall_s"), float)
         and isinstance(t.get("config_hash"), str)

@@ -18,7 +18,7 @@ import datasets
 import pandas as pd
 
 from helpers import accelerator, config, data, run_lock, sampling
-from helpers.files import BadInput, atomic_write_text, parse_json, read_utf8, sweep_temporaries
+from helpers.files import BadInput, atomic_write_text, read_json_object, sweep_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +126,7 @@ def read_config(path: Path) -> dict[str, Any] | None:
     fix = f"Restore it, or use a new run directory (or delete {path.parent} to start over)."
     if not path.is_file():
         raise BadInput(f"{path} is not a file. {fix}")
-    text = read_utf8(path, fix)
-    try:
-        found = parse_json(text)
-    except ValueError as err:
-        raise BadInput(f"{path} is not valid JSON ({err}). {fix}") from err
-    if not isinstance(found, dict):
-        raise BadInput(f"{path} holds a JSON {type(found).__name__}, not an object of settings. {fix}")
+    found = read_json_object(path, fix, "an object of settings")
     try:
         for key in sorted(config.FIELDS & set(found)):
             config.check_setting(key, found[key])

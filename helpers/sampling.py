@@ -105,7 +105,7 @@ def read_samples(path: str | os.PathLike) -> pd.DataFrame:
         if earlier != row:
             raise BadInput(
                 f"{path}, line {number}, gives sample {row['sample_idx']} of {row['problem_id']!r} again, unlike "
-                f"line {first}. {fix}"
+                f"line {first} (two writers?). Delete line {number} to keep the first. {fix}"
             )
     repeated = len(lines[:-1]) - len(rows)
     if repeated:

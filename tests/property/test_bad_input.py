@@ -541,7 +541,7 @@ COMMAND_CASES = [
     pytest.param(
         "timings-a-list",
         [],
-        "timings.json is not an object of steps, each with its wall_s",
+        "timings.json holds a JSON list, not an object of steps",
         id="cli-run-with-timings-a-list",
     ),
 ]
