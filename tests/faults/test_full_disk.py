@@ -62,6 +62,7 @@ def test_a_full_disk_mid_sampling_is_named_leaves_only_whole_rows_and_the_rerun_
     error = outcome.output[outcome.output.rfind("error:") :]
     assert "No space left on the disk of" in error and str(run_dir) in error, error
     assert "is free" in error and "rerun" in error, error
+    print(f"\nthe full disk, as the pipeline said it: {error.strip()}")
 
     raw = (run_dir / SAMPLES).read_bytes()
     assert raw.endswith(b"\n"), "a half row is left at the end of the sample file"
