@@ -50,7 +50,7 @@ ORPHANS_S = 30  # how long the processes of a pipeline killed alone may take to 
 def stop(proc: subprocess.Popen, tree: bool) -> None:
     """SIGKILL the pipeline (and all below it, or check that all below it end by themselves)."""
     if tree:
-        processes.killtree(proc.pid)
+        processes.kill_tree(proc.pid)
         return
     below = processes.descendants(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)
