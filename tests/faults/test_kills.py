@@ -48,19 +48,18 @@ def kill_plan(rng: random.Random) -> list[Kill]:
     return [
         Kill("01", "while loading", after(rng.uniform(2, 12))),
         Kill("01", "mid-sampling", rows_in("samples/base_train.jsonl", rng.randint(1, rows - 1))),
-        Kill(
-            "01",
-            "mid-sampling, the pipeline alone",
-            rows_in("samples/base_train.jsonl", rows - 2),
-            tree=False,
-        ),
         Kill("02", "anywhere in the step", after(rng.uniform(1, 10))),
         Kill("03", "between checkpoints", checkpoint("SFT_1", saved=True)),
         Kill("03", "writing the variant", writing),
-        Kill("04", "mid-training, the pipeline alone", checkpoint("ORPO_1", saved=True), tree=False),
         Kill("04", "while loading", after(rng.uniform(2, 12))),
         Kill("04", "during a checkpoint", checkpoint("ORPO_1", saved=False)),
-        Kill("05", "mid-sampling", rows_in("samples/sft1_train.jsonl", rng.randint(1, rows - 1))),
+        Kill("04", "mid-training, pipeline alone", checkpoint("ORPO_1", saved=True), tree=False),
+        Kill(
+            "05",
+            "mid-sampling, pipeline alone",
+            rows_in("samples/sft1_train.jsonl", rng.randint(1, rows - 1)),
+            tree=False,
+        ),
         Kill("05", "during a checkpoint", checkpoint("SFT_1_SFT_2", saved=False)),
         Kill("05", "writing a variant", writing),
         Kill("06", "mid-training", checkpoint("GRPO", saved=True)),
@@ -100,9 +99,9 @@ def test_kills_lose_nothing_and_the_rerun_ends_where_an_unkilled_run_does(
     for name, n in n_rows.items():
         assert len(seen[name].splitlines()) == n, f"{name}: {len(seen[name].splitlines())} rows, not {n}"
     verdicts = compare(run_dir, clean)
-    print("\nstep  moment                    outcome            s into step")
+    print("\nstep  moment                          outcome            s into step")
     for step, what, outcome, into in table:
-        print(f"{step}    {what:<25} {outcome:<18} {into:6.1f}")
+        print(f"{step}    {what:<31} {outcome:<18} {into:6.1f}")
     for name, verdict in verdicts.items():
         print(f"{name}: {verdict}")
     record_property("kills", table)
