@@ -134,9 +134,13 @@ def type_problem(value: Any, kind: type) -> str | None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to a sibling temporary file, then rename it over `path`: readers never see half a file."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """`atomic_write_text` for bytes (a PNG, say)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with contextlib.suppress(OSError):  # some filesystems (vfat, some network mounts) have no modes

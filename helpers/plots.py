@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from helpers import metrics
+from helpers.files import atomic_write_bytes
 
 
 class InlineFigure(Figure):
@@ -39,10 +40,11 @@ CHECKER_COLORS = {
 
 def save(fig: Figure, path: str | os.PathLike) -> Path:
     """Write `fig` as a PNG (parents created) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
+    return atomic_write_bytes(
+        path, png.getvalue()
+    )  # a kill mid-save leaves the old figure, never half a new one
 
 
 def completion_lengths(samples: pd.DataFrame, title: str = "Completion lengths") -> Figure:
