@@ -42,9 +42,8 @@ def save(fig: Figure, path: str | os.PathLike) -> Path:
     """Write `fig` as a PNG (parents created) and return its path."""
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=120, bbox_inches="tight")
-    return atomic_write_bytes(
-        path, png.getvalue()
-    )  # a kill mid-save leaves the old figure, never half a new one
+    # Atomically: a kill mid-save leaves the old figure, never half a new one
+    return atomic_write_bytes(path, png.getvalue())
 
 
 def completion_lengths(samples: pd.DataFrame, title: str = "Completion lengths") -> Figure:

@@ -397,13 +397,11 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
     path.parent.mkdir(parents=True, exist_ok=True)
     start, tokens, count = time.perf_counter(), 0, 0
     try:
+        # Closing the stream on an error ends the decode loop too, restoring its attention setting; the file is
+        # unbuffered, so each row is on disk once written (a kill keeps it)
         with (
-            contextlib.closing(
-                stream
-            ),  # an error closes the decode loop too, restoring its attention setting
-            open(
-                path, "ab", buffering=0
-            ) as f,  # unbuffered: each row is on disk once written (a kill keeps it)
+            contextlib.closing(stream),
+            open(path, "ab", buffering=0) as f,
             tqdm(total=total, desc="sampling", mininterval=10) as bar,
         ):
             for row in stream:

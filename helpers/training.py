@@ -175,9 +175,8 @@ class _Checkpointed(TrainerCallback):
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-        if (
-            checkpoint.is_dir()
-        ):  # written after the trainer's own files: its presence marks a whole checkpoint
+        # Written after the trainer's own files: its presence marks a whole checkpoint
+        if checkpoint.is_dir():
             atomic_write_text(checkpoint / self.FILE, json.dumps(self.state()))
 
     def restore(self, checkpoint: str | None) -> None:
