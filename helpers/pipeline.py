@@ -155,17 +155,15 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
         failure = f"{err.ename}: {err.evalue.splitlines()[0] if err.evalue else ''}"
     except DeadKernelError:
         failure = (
-            "its kernel died (killed, or out of memory). Rerun the pipeline: finished steps are skipped "
+            "its kernel died (killed, or out of memory). Rerun the pipeline: finished steps are skipped and "
+            "sampling resumes"
         )
-        failure += "and sampling resumes"
-    kept = _keep_if_whole(partial, executed)
+    if _keep_if_whole(partial, executed):
+        see = f"Open the executed notebook for the full traceback: {executed}"
+    else:
+        see = "Its executed notebook could not be written whole."
     if failure is None:
         return executed
-    see = (
-        f"Open the executed notebook for the full traceback: {executed}"
-        if kept
-        else ("Its executed notebook could not be written whole.")
-    )
     raise StepFailed(f"Step {step.name} failed: {failure}\n{see}")
 
 

@@ -89,9 +89,7 @@ def checkpoint(variant: str, saved: bool) -> Callable[[Path, float], bool]:
 
 def writing(run_dir: Path, elapsed: float) -> bool:
     """While an atomic write is under way: its hidden temporary file or directory exists."""
-    return any(
-        p.name.startswith(".") and not p.name.startswith(".writer") for p in _walk(run_dir, hidden=True)
-    )
+    return bool(leftovers(run_dir))
 
 
 @dataclass
@@ -109,9 +107,8 @@ def run_until(
     act: Callable[[subprocess.Popen], None] | None = None,
 ) -> Outcome:
     """Run the pipeline up to `kill.step`; at the moment, `act` on it (default: `stop`), then wait."""
-    args = ["-m", "helpers.pipeline", "run", "--profile", "smoke", "--run-dir", str(run_dir)]
     proc = subprocess.Popen(
-        [sys.executable, *args, "--to", kill.step, *overrides],
+        pipeline_command(run_dir, kill.step, overrides),
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -143,9 +140,16 @@ def run_until(
     return Outcome(fired, into, proc.returncode, "".join(output))
 
 
-def finish(run_dir: Path, overrides: list[str], stop: str) -> str:
+def pipeline_command(run_dir: Path, stop: str, overrides: list[str]) -> list[str]:
+    """`python -m helpers.pipeline run` on the smoke profile with `overrides`, up to step `stop`."""
     args = ["-m", "helpers.pipeline", "run", "--profile", "smoke", "--run-dir", str(run_dir), "--to", stop]
-    done = subprocess.run([sys.executable, *args, *overrides], cwd=ROOT, capture_output=True, text=True)
+    return [sys.executable, *args, *overrides]
+
+
+def finish(run_dir: Path, overrides: list[str], stop: str) -> str:
+    done = subprocess.run(
+        pipeline_command(run_dir, stop, overrides), cwd=ROOT, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 
@@ -190,7 +194,7 @@ def _check_jsonl(path: Path, relative: str, seen: dict[str, bytes], n_rows: dict
 
 
 def leftovers(run_dir: Path) -> list[str]:
-    """Temporary files and directories of interrupted writes still lying in the run (outside checkpoints)."""
+    """Temporary files and directories of interrupted writes still lying in the run."""
     return [
         str(p.relative_to(run_dir))
         for p in _walk(run_dir, hidden=True)
