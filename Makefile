@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 RUN_DIR ?= outputs/smoke
 WHEELS ?= $${GSM8K_RL_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/gsm8k-rl}/wheels
 
-.PHONY: setup test lint smoke bench
+.PHONY: setup test lint smoke study bench
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ test: lint
 # The main job: every notebook of the series, in order, on the CPU smoke profile (resumes a stopped run).
 smoke: setup
 	$(BIN)/python -m helpers.pipeline run --profile smoke --run-dir $(RUN_DIR)
+
+# The CPU study: the whole series at a size whose intervals decide (75-90 minutes on 2 cores). Its results are in
+# the README ("What the series finds"); `python -m helpers.study publish $(STUDY_DIR)` puts a new run's there.
+STUDY_DIR ?= outputs/cpu-study
+study: setup
+	$(BIN)/python -m helpers.pipeline run --profile cpu-study --run-dir $(STUDY_DIR)
 
 bench: setup
 	$(BIN)/python bench/grading.py
