@@ -462,10 +462,14 @@ def _efficiency_claim(graded: pd.DataFrame, ranked: pd.DataFrame | None, n_boot:
 
 
 def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table of `frame` (index included), floats rounded: no extra dependency."""
+    """A pipe table of `frame` (index included), floats rounded, pipes in a cell escaped and its line breaks made
+    spaces (a claim's evidence may quote an error): no extra dependency."""
     frame = frame.reset_index()
     cells = [
-        [f"{v:.{digits}f}" if isinstance(v, float) else str(v) for v in row]
+        [
+            f"{v:.{digits}f}" if isinstance(v, float) else " ".join(str(v).replace("|", "\\|").split("\n"))
+            for v in row
+        ]
         for row in frame.itertuples(index=False)
     ]
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]

@@ -15,6 +15,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 
 FULL = (errno.ENOSPC, errno.EDQUOT)  # no space left; over the disk quota
 FULL_MESSAGES = ("No space left", "StorageFull", "Disk quota exceeded", "file write failed")
-# The temporaries `atomic_write_text` and `models.write_dir_atomically` write beside their target (mkstemp's and
+# The temporaries `atomic_write_text` and `write_dir_atomically` write beside their target (mkstemp's and
 # mkdtemp's `.<name>-<8 characters>`, and `.<name>.old`): a kill mid-write leaves them behind.
 TEMPORARY = re.compile(r"\..+-[a-z0-9_]{8}|\..+\.old")
 # The permissions a plain open() would give a new file (mkstemp's are 0600); the umask is read once, here.
@@ -155,6 +156,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """Fill a sibling temporary directory with `write`, then swap it in: a crash never leaves half a dir."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    old = target.with_name(f".{target.name}.old")
+    try:
+        write(tmp)
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)  # one a kill left would block the rename
+            os.replace(target, old)  # renamed aside, not deleted, until the new directory is in place
+        os.replace(tmp, target)
+    except Exception as err:  # safetensors and torch.save report a full disk in errors of their own
+        written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+        raise_if_full(err, target, written or None, at_least=True)
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def sweep_temporaries(root: Path) -> list[Path]:

@@ -12,17 +12,14 @@ import importlib.util
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from helpers import accelerator, cpu_engine, data
-from helpers.files import BadInput, raise_if_full, read_json_object
+from helpers.files import BadInput, read_json_object, write_dir_atomically
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +49,6 @@ LIBRARIES = ("torch", "transformers", "trl", "peft", "datasets", "unsloth", "uns
 BNB_PLUGIN = "vllm_bnb_plugin"
 # What `load_model` writes on every model it returns, and what sampling and saving read back.
 MODEL_TAGS = ("gsm8k_base", "gsm8k_backend", "gsm8k_adapter")
-
-
-def write_dir_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Fill a sibling temporary directory with `write`, then swap it in: a crash never leaves half a dir."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    old = target.with_name(f".{target.name}.old")
-    try:
-        write(tmp)
-        if target.exists():
-            shutil.rmtree(old, ignore_errors=True)  # one a kill left would block the rename
-            os.replace(target, old)  # renamed aside, not deleted, until the new directory is in place
-        os.replace(tmp, target)
-    except Exception as err:  # safetensors and torch.save report a full disk in errors of their own
-        written = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
-        raise_if_full(err, target, written or None, at_least=True)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def cache_dir() -> Path:

@@ -207,7 +207,7 @@ def _run_steps(
 ) -> dict[str, Any]:
     cfg_hash = config.config_hash(cfg)
     timings_path = run_dir / TIMINGS
-    timings = _read_timings(timings_path)
+    timings = read_timings(timings_path)
     for step in steps:
         if not step.notebook.exists():
             log.info("%s: no notebook yet (%s), skipped", step.name, step.notebook.name)
@@ -225,7 +225,7 @@ def _run_steps(
     return timings
 
 
-def _read_timings(path: Path) -> dict[str, Any]:
+def read_timings(path: Path) -> dict[str, Any]:
     """Each finished step's wall time and config hash; a file that does not read is refused, naming the fix."""
     if not path.exists():
         return {}

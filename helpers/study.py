@@ -1,0 +1,249 @@
+"""The CPU study in the README: a finished run's results published beside it, and its section written from them.
+
+After `make study`, `python -m helpers.study publish outputs/cpu-study` copies the run's tables, claims, figures,
+config and timings into `outputs/published/cpu-study/` with a record of where it ran (`study.json`: commit,
+machine, wall time), then rewrites the README between the study's two markers from those files alone.
+`tests/unit/test_study.py` checks that the README says what the published files say.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from helpers import config, evaluation, files, pipeline, runs
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+PUBLISHED = ROOT / "outputs" / "published" / "cpu-study"
+START = "<!-- cpu-study: written by `python -m helpers.study publish` from outputs/published/cpu-study/ -->"
+END = "<!-- cpu-study: end -->"
+RECORD = "study.json"
+PROFILE = "cpu-study"
+TABLES = ("results.csv", "paired.csv", "claims.csv", "efficiency.csv")
+COPIED = (runs.CONFIG_FILE, pipeline.TIMINGS, "REPORT.md", *(f"eval/{name}" for name in TABLES))
+FIGURES = "figures/08_*.png"  # every figure of the evaluation; the README shows two
+SHOWN = {
+    "figures/08_pass_at_k.png": "pass@k for k = 1 to {k}, every variant, under each checker",
+    "figures/08_format_breakdown.png": "right vs formatted: the share of samples in each combination",
+}
+CHECKERS = ("lenient", "strict")  # the README's columns, in this order
+
+
+def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Path:
+    """Copy a finished study's results into `dest` (replacing what was there) and rewrite `readme`'s section.
+
+    Everything is checked before anything is written: the run is a `cpu-study` run that finished every step
+    with its config and has its tables and figures, its checkout has no uncommitted changes and no commit
+    newer than the run, and the README has the markers. `dest` is swapped in whole, then the README rewritten.
+    """
+    run_dir = Path(run_dir)
+    settings = runs.read_config(run_dir / runs.CONFIG_FILE)
+    if settings is None or not set(settings) >= config.FIELDS:
+        raise files.BadInput(
+            f"{run_dir} holds no run of this version of the series (its {runs.CONFIG_FILE} is missing or lacks "
+            "settings). Run `make study` first."
+        )
+    if settings["profile"] != PROFILE:
+        raise files.BadInput(
+            f"{run_dir} is a {settings['profile']!r} run; only a {PROFILE!r} run is published (`make study`)."
+        )
+    timings = pipeline.read_timings(run_dir / pipeline.TIMINGS)
+    unfinished = [
+        s.name
+        for s in pipeline.STEPS
+        if timings.get(s.name, {}).get("config_hash") != settings["config_hash"]
+    ]
+    if unfinished:
+        raise files.BadInput(
+            f"{run_dir} has not finished {', '.join(unfinished)}: run `make study` again (it resumes), then publish."
+        )
+    absent = [name for name in (*COPIED, *SHOWN) if not (run_dir / name).is_file()]
+    if absent:
+        raise files.BadInput(
+            f"{run_dir} lacks {', '.join(absent)}: rerun its evaluation (python -m helpers.pipeline run "
+            f"--profile {PROFILE} --run-dir {run_dir} --only 08 --force), then publish."
+        )
+    text = readme.read_text(encoding="utf-8")
+    before, _, after = _split(text, readme)
+    study_dir = "outputs/cpu-study" if run_dir.parts[-2:] == ("outputs", "cpu-study") else str(run_dir)
+    record = {
+        "profile": PROFILE,
+        "config_hash": settings["config_hash"],
+        "command": "make study" if study_dir == "outputs/cpu-study" else f"make study STUDY_DIR={study_dir}",
+        "published_with": f"python -m helpers.study publish {study_dir}",
+        "commit": _commit(run_dir),
+        "machine": machine(),
+        "series_wall_s": round(sum(timings[s.name]["wall_s"] for s in pipeline.STEPS), 1),
+    }
+    figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob(FIGURES))
+    written: dict[str, str] = {}
+
+    def write(tmp: Path) -> None:
+        for name in (*COPIED, *figures):
+            files.atomic_write_bytes(tmp / name, (run_dir / name).read_bytes())
+        files.atomic_write_text(tmp / RECORD, json.dumps(record, indent=2) + "\n")
+        written["section"] = section(tmp, dest.relative_to(readme.parent).as_posix())
+
+    files.write_dir_atomically(dest, write)
+    return files.atomic_write_text(readme, before + written["section"] + after)
+
+
+def _split(text: str, readme: Path) -> tuple[str, str, str]:
+    """The README before the section (through START's line), the section, and the rest (from END)."""
+    head, start, rest = text.partition(START)
+    body, end, tail = rest.partition(END)
+    if not start or not end:
+        raise files.BadInput(
+            f"{readme} has no study section: put the lines {START!r} and {END!r} where it belongs, then publish."
+        )
+    return head + start + "\n", body.strip("\n"), "\n" + end + tail
+
+
+def readme_section(readme: Path = README) -> str:
+    """The study's section of the README as it stands (between the markers)."""
+    return _split(readme.read_text(encoding="utf-8"), readme)[1]
+
+
+def _commit(run_dir: Path) -> str | None:
+    """The commit of the checkout the run directory sits in (None outside one), refused when the checkout has
+    uncommitted changes or a commit newer than the run: the published numbers must be that commit's."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(run_dir), *args], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit, changed = git("rev-parse", "HEAD"), git("status", "--porcelain", "-uno")
+        committed = int(git("log", "-1", "--format=%ct"))
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    if changed:
+        raise files.BadInput(
+            f"The checkout of {run_dir} has uncommitted changes ({changed.splitlines()[0].strip()} ...): the "
+            "results would belong to no commit. Run the study from a clean clone, then publish."
+        )
+    started = (run_dir / runs.CONFIG_FILE).stat().st_mtime
+    if committed > started:
+        raise files.BadInput(
+            f"The checkout of {run_dir} is at {commit[:12]}, committed after the run started: the run was made "
+            "by an earlier commit. Check that commit out to publish, or rerun the study at this one."
+        )
+    return commit
+
+
+def machine() -> str:
+    """This machine in a few words: CPU model and core count."""
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {os.cpu_count()} cores"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+def _cell(row: pd.Series, metric: str) -> str:
+    interval = f" [{row[f'{metric}_lo']:.3f}, {row[f'{metric}_hi']:.3f}]" if f"{metric}_lo" in row else ""
+    return f"{row[metric]:.3f}{interval}"
+
+
+def results_table(results: pd.DataFrame, k: int) -> str:
+    """One row per variant: pass@1, pass@k and maj@k with their intervals under each checker, and the format rate."""
+    metrics = ("pass@1", f"pass@{k}", f"maj@{k}")
+    header = ["variant", *(f"{m} {c}" for c in CHECKERS for m in metrics), "format rate"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, part in results.groupby("variant", sort=False):
+        rows = part.set_index("checker")
+        cells = [_cell(rows.loc[c], m) for c in CHECKERS for m in metrics]
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {rows.iloc[0]['format_rate']:.3f} |")
+    return "\n".join(lines)
+
+
+def interval_widths(paired: pd.DataFrame, checker: str = "lenient") -> dict[str, tuple[float, float]]:
+    """Per metric, the half-width of the paired intervals (variant minus base): (widest, median) over variants."""
+    part = paired[paired["checker"] == checker]
+    found: dict[str, tuple[float, float]] = {}
+    for metric, rows in part.groupby("metric", sort=False):
+        half = ((rows["hi"] - rows["lo"]) / 2).tolist()
+        found[metric] = (max(half), statistics.median(half))
+    return found
+
+
+def section(published: Path = PUBLISHED, link: str | None = None) -> str:
+    """The README's study section, from the published files alone; `link`: the folder as the README links it
+    (`published` relative to the repository, by default)."""
+    record = json.loads((published / RECORD).read_text(encoding="utf-8"))
+    settings = json.loads((published / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+    cfg = config.from_dict({k: v for k, v in settings.items() if k in config.FIELDS})
+    timings = json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8"))
+    results = pd.read_csv(published / "eval" / "results.csv")
+    paired = pd.read_csv(published / "eval" / "paired.csv")
+    claims = pd.read_csv(published / "eval" / "claims.csv").set_index("claim")
+    where = link or published.relative_to(ROOT).as_posix()
+    k, n_test = cfg.k, results["n_problems"].iloc[0]
+    data_set = "the generated toy set" if cfg.dataset == "arithmetic" else "GSM8K"
+    steps = ", ".join(f"{name[:2]} {_minutes(t['wall_s'])}" for name, t in timings.items())
+    widths = interval_widths(paired)
+    reached = "; ".join(f"{m} ±{wide:.3f} (median ±{mid:.3f})" for m, (wide, mid) in widths.items())
+    parts = [
+        f"One run of the `{record['profile']}` profile: `{cfg.model}` on {data_set}, "
+        f"{cfg.n_train} training and {n_test} test problems, k={k} samples per problem at T={cfg.temperature}, "
+        f"every variant of the series (config `{record['config_hash']}`).",
+        "",
+        f"- **Command:** `{record['command']}`, then `{record['published_with']}` (which wrote this section).",
+        f"- **Commit:** `{(record['commit'] or 'unknown')[:12]}`. **Machine:** {record['machine']}.",
+        f"- **Wall time:** {_minutes(record['series_wall_s'])} for the series (per step: {steps}).",
+        f"- **Files:** [`{where}/`]({where}/): `results.csv`, `paired.csv`, `claims.csv`, the figures and the "
+        f"run's own [`REPORT.md`]({where}/REPORT.md) (checker disagreements, costs, gain per token).",
+        "",
+        f"**The seed's claims at toy scale** (95 % paired bootstrap intervals over the {n_test} test problems; "
+        "the verdict rules are in `helpers/evaluation.py`):",
+        "",
+        evaluation.markdown_table(claims),
+        "",
+        "**Every variant** (lenient: the answer a human grader would accept; strict: only a `#### <number>` "
+        "line counts), with 95 % bootstrap intervals over problems:",
+        "",
+        results_table(results, k),
+        "",
+        f"Paired intervals reached (each variant minus the base, lenient; half-width, widest over the "
+        f"{paired['variant'].nunique()} variants): {reached}.",
+        "",
+        *(f"![{alt.format(k=k)}]({where}/{name})\n" for name, alt in SHOWN.items()),
+    ]
+    return "\n".join(parts).strip("\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m helpers.study", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    go = sub.add_parser("publish", help="copy a finished run's results and rewrite the README's section")
+    go.add_argument("run_dir", type=Path, help="e.g. outputs/cpu-study")
+    args = parser.parse_args(argv)
+    try:
+        readme = publish(args.run_dir)
+    except (files.BadInput, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"published {args.run_dir} to {PUBLISHED}; {readme} rewritten between its study markers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

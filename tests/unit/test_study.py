@@ -1,0 +1,248 @@
+"""The CPU study's publication: the README says what the published files say, and `publish` writes them whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import config, evaluation, files, metrics, pipeline, study
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+# The README against the files published beside it (outputs/published/cpu-study/).
+
+
+def _section_rows(header_start: str) -> tuple[list[str], list[list[str]]]:
+    """The header cells and the rows of the README study section's table whose header starts with `header_start`
+    (escaped pipes in a cell read back as pipes)."""
+    assert (study.PUBLISHED / study.RECORD).is_file(), (
+        "No published study: run `make study`, then `python -m helpers.study publish outputs/cpu-study`."
+    )
+    lines = study.readme_section().splitlines()
+    at = next((i for i, line in enumerate(lines) if line.startswith(f"| {header_start}")), None)
+    assert at is not None, f"the README's study section has no table headed {header_start!r}"
+
+    def cells(line: str) -> list[str]:
+        return [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
+
+    rows = []
+    for line in lines[at + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append(cells(line))
+    return cells(lines[at]), rows
+
+
+def test_the_readme_numbers_equal_the_published_results_csv() -> None:
+    header, rows = _section_rows("variant")
+    results = pd.read_csv(study.PUBLISHED / "eval" / "results.csv").set_index(["variant", "checker"])
+    assert {r[0] for r in rows} == set(results.index.get_level_values("variant"))
+    number = r"(-?\d+\.\d{3})"
+    checked = 0
+    for row in rows:
+        for column, cell in zip(header[1:], row[1:], strict=True):
+            if column == "format rate":
+                expected, found = [results.loc[(row[0], "lenient"), "format_rate"]], [cell]
+            else:
+                metric, checker = column.split(" ")
+                expected = [results.loc[(row[0], checker), f"{metric}{s}"] for s in ("", "_lo", "_hi")]
+                found = list(re.fullmatch(rf"{number} \[{number}, {number}\]", cell).groups())
+            assert found == [f"{v:.3f}" for v in expected], (row[0], column)
+            checked += len(found)
+    assert checked == len(rows) * ((len(header) - 2) * 3 + 1) > 0
+
+
+def test_the_readme_claims_equal_the_published_claims_csv() -> None:
+    claims = pd.read_csv(study.PUBLISHED / "eval" / "claims.csv")
+    header, rows = _section_rows("claim")
+    assert header == ["claim", "verdict", "evidence"]
+    assert [tuple(r) for r in rows] == list(claims[header].itertuples(index=False, name=None))
+
+
+def test_the_readme_section_is_the_one_its_published_files_give() -> None:
+    assert study.readme_section() == study.section()
+
+
+def test_the_readme_shows_the_published_figures_and_says_where_the_study_ran() -> None:
+    text = study.readme_section()
+    record = json.loads((study.PUBLISHED / study.RECORD).read_text())
+    for name in study.SHOWN:
+        path = study.PUBLISHED / name
+        assert path.read_bytes().startswith(PNG)
+        assert f"({path.relative_to(study.ROOT).as_posix()})" in text
+    assert record["commit"], "publish a run made in a git checkout"
+    assert record["commit"][:12] in text and f"{record['series_wall_s'] / 60:.1f} min" in text
+    readme = study.README.read_text()
+    assert readme.index("## What the series finds") < readme.index("## Quick start")
+
+
+# `publish` on a made-up finished run.
+
+
+def _graded(rng: np.random.Generator, k: int = 4, n: int = 6) -> pd.DataFrame:
+    rows = []
+    for variant, p in (("base", 0.2), ("SFT_1", 0.5)):
+        for problem in range(n):
+            for idx in range(k):
+                right, formatted = bool(rng.random() < p), bool(rng.random() < 0.5)
+                answer = "7" if right else "3"
+                rows.append(
+                    {
+                        "variant": variant,
+                        "problem_id": f"p{problem}",
+                        "sample_idx": idx,
+                        "gold": "7",
+                        "lenient_correct": right,
+                        "strict_correct": right and formatted,
+                        "has_format": formatted,
+                        "pred_lenient": answer,
+                        "pred_strict": answer if formatted else None,
+                        "n_tokens": 50,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path) -> Path:
+    """A run directory as `make study` leaves it (made-up samples)."""
+    run = tmp_path / "outputs" / "cpu-study"
+    cfg = config.resolve(study.PROFILE)
+    digest = config.config_hash(cfg)
+    files.atomic_write_text(run / "config.json", json.dumps({**config.to_dict(cfg), "config_hash": digest}))
+    timings = {s.name: {"wall_s": 60.0, "config_hash": digest} for s in pipeline.STEPS}
+    files.atomic_write_text(run / pipeline.TIMINGS, json.dumps(timings))
+    graded = _graded(np.random.default_rng(0), k=cfg.k)
+    (run / "eval").mkdir()
+    metrics.summarize(graded, n_boot=50).to_csv(run / "eval" / "results.csv", index=False)
+    evaluation.paired(graded, n_boot=50).to_csv(run / "eval" / "paired.csv", index=False)
+    claims = [evaluation.Claim("1. A claim", "holds", "+0.100 [+0.050, +0.150]")]
+    pd.DataFrame([c.__dict__ for c in claims]).set_index("claim").to_csv(run / "eval" / "claims.csv")
+    files.atomic_write_text(run / "eval" / "efficiency.csv", "variant\nSFT_1\n")
+    files.atomic_write_text(run / "REPORT.md", "# Report\n")
+    for name in ("08_pass_at_k", "08_format_breakdown", "08_metrics"):
+        files.atomic_write_bytes(run / "figures" / f"{name}.png", PNG + name.encode())
+    return run
+
+
+@pytest.fixture
+def readme(tmp_path: Path) -> Path:
+    path = tmp_path / "README.md"
+    path.write_text(
+        f"# Title\n\n## What the series finds\n\n{study.START}\nold text\n{study.END}\n\n## Next\n"
+    )
+    return path
+
+
+def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
+    finished_run: Path, readme: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "outputs" / "published" / "cpu-study"
+    (dest / "figures").mkdir(parents=True)
+    (dest / "figures" / "08_gone.png").write_bytes(PNG)  # a figure of an earlier study: not kept
+    study.publish(finished_run, dest, readme)
+    copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    figures = ["figures/08_format_breakdown.png", "figures/08_metrics.png", "figures/08_pass_at_k.png"]
+    assert copied == sorted([*study.COPIED, *figures, study.RECORD])
+    assert (dest / "eval" / "results.csv").read_bytes() == (
+        finished_run / "eval" / "results.csv"
+    ).read_bytes()
+    record = json.loads((dest / study.RECORD).read_text())
+    assert record["series_wall_s"] == 60.0 * len(pipeline.STEPS) and record["command"] == "make study"
+    assert record["published_with"] == "python -m helpers.study publish outputs/cpu-study"
+    assert record["commit"] is None  # tmp_path is no git checkout
+    text = readme.read_text()
+    assert text.startswith("# Title\n\n## What the series finds\n\n") and text.endswith(
+        f"{study.END}\n\n## Next\n"
+    )
+    assert "old text" not in text
+    assert study.readme_section(readme) == study.section(dest, "outputs/published/cpu-study")
+    assert "](outputs/published/cpu-study/figures/08_pass_at_k.png)" in text
+    assert "| 1. A claim | holds | +0.100 [+0.050, +0.150] |" in text
+    assert "unknown" in text and "8.0 min for the series" in text
+
+
+def test_publish_refuses_an_unfinished_run_and_writes_nothing(
+    finished_run: Path, readme: Path, tmp_path: Path
+) -> None:
+    timings = json.loads((finished_run / pipeline.TIMINGS).read_text())
+    del timings["06_grpo"]
+    timings["08_evaluation"]["config_hash"] = "000000000000"  # a step of other settings
+    files.atomic_write_text(finished_run / pipeline.TIMINGS, json.dumps(timings))
+    before = readme.read_text()
+    with pytest.raises(
+        files.BadInput, match="has not finished 06_grpo, 08_evaluation: run `make study` again"
+    ):
+        study.publish(finished_run, tmp_path / "dest", readme)
+    assert readme.read_text() == before and not (tmp_path / "dest").exists()
+
+
+def test_publish_refuses_a_run_without_its_figures_or_a_readme_without_markers(
+    finished_run: Path, readme: Path, tmp_path: Path
+) -> None:
+    (finished_run / "figures" / "08_format_breakdown.png").unlink()
+    with pytest.raises(files.BadInput, match="lacks figures/08_format_breakdown.png"):
+        study.publish(finished_run, tmp_path / "dest", readme)
+    files.atomic_write_bytes(finished_run / "figures" / "08_format_breakdown.png", PNG)
+    readme.write_text("# Title\n")
+    with pytest.raises(files.BadInput, match="has no study section: put the lines"):
+        study.publish(finished_run, tmp_path / "dest", readme)
+    assert not (tmp_path / "dest").exists()
+    with pytest.raises(files.BadInput, match="holds no run"):
+        study.publish(tmp_path / "nothing", tmp_path / "dest", readme)
+
+
+def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belong_to(
+    finished_run: Path, readme: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "dest"
+    smoke = config.resolve("smoke")
+    digest = config.config_hash(smoke)
+    other = tmp_path / "smoke-run"
+    files.atomic_write_text(
+        other / "config.json", json.dumps({**config.to_dict(smoke), "config_hash": digest})
+    )
+    with pytest.raises(files.BadInput, match="is a 'smoke' run; only a 'cpu-study' run is published"):
+        study.publish(other, dest, readme)
+
+    def git(*args: str) -> None:
+        subprocess.run(
+            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True
+        )
+
+    git("init", "-q")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "a commit made after the run started")
+    with pytest.raises(
+        files.BadInput, match="committed after the run started: the run was made by an earlier"
+    ):
+        study.publish(finished_run, dest, readme)
+    later = time.time() + 60
+    os.utime(finished_run / "config.json", (later, later))  # the run started after the commit
+    files.atomic_write_text(readme, readme.read_text() + "an edit\n")
+    with pytest.raises(
+        files.BadInput, match="has uncommitted changes .*M README.md.*Run the study from a clean"
+    ):
+        study.publish(finished_run, dest, readme)
+    assert not dest.exists()
+    git("commit", "-q", "-am", "the edit")
+    os.utime(finished_run / "config.json", (later + 60, later + 60))
+    study.publish(finished_run, dest, readme)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert json.loads((dest / study.RECORD).read_text())["commit"] == head.stdout.strip()
+    assert f"**Commit:** `{head.stdout.strip()[:12]}`" in readme.read_text()
+
+
+def test_a_claim_that_quotes_a_pipe_or_a_line_break_keeps_the_table_whole() -> None:
+    claims = pd.DataFrame([{"claim": "6. A | claim", "verdict": "not tested", "evidence": "error:\nx | y"}])
+    table = evaluation.markdown_table(claims.set_index("claim")).splitlines()
+    assert table[2] == "| 6. A \\| claim | not tested | error: x \\| y |"
