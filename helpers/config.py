@@ -182,19 +182,17 @@ GPU_SMOKE = dataclasses.replace(
     grpo_patience=3,
 )
 
-# The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. The
-# base (measured on 2 cores, 64 toy train problems x 8, 128 tokens): 9 % lenient and 3 % strict pass@1, 48 % of
-# problems solved at least once, 84 counted tokens a completion (27 % cut at 128), vLLM at 189 tok/s.
-# - Test: 64 problems x k=8 for 9 models (4,608 completions, about 300k tokens: trained variants answer shorter):
-#   paired intervals of about +-0.12 on maj@8 (a per-problem difference in {-1, 0, 1}), narrower on pass@1.
-# - Train: 128 problems x 8, sampled three times (01 base, 05 SFT_1, 07 the teacher: here the base again with
-#   another seed, as in the smoke), about 80k tokens a pass; at the base's 9 % that gives about 90 SFT rows and
-#   190 ORPO pairs (3 per problem at most), more in round 2 if SFT_1 learned. Hundreds of SFT rows from the base
-#   would need 300+ problems: three more passes of sampling, over the 90-minute budget.
-# - Training on 2 cores: SFT about 1 s and ORPO about 2.3 s a row; GRPO 1 prompt x 8 completions a step, stopped
-#   when the mean reward of 2-step windows has not risen for 4 windows, at 32 prompts at most.
-# Budget: about 500k sampled tokens and 75-90 minutes for the whole series on 2 cores (the README has the measured
-# run).
+# The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
+# on 2 cores (the published run, README "What the series finds"): 82 minutes for the series, 526k tokens sampled.
+# - Train: 128 problems x k=8, sampled three times (01 the base, 05 SFT_1, 07 the teacher: here the base again with
+#   another seed, as in the smoke), 59-88k tokens a pass at 180-250 tok/s, 6-8 minutes each. The base is right in
+#   11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198 and 262 in round 2.
+#   Hundreds of SFT rows from the base itself would need 300+ problems, three more such passes.
+# - Training: SFT about 1 s a row (2 minutes a variant), ORPO about 2.7 s a pair (9-11 minutes); GRPO 1 prompt x 8
+#   completions a step (about 20 s), stopped when the mean reward of 2-step windows has not risen for 4 windows
+#   (at step 8 in the published run: windows of 2 prompts are noisy), 32 prompts at most.
+# - Test: 64 problems x k=8 for 9 models, 294k tokens, 28 minutes: paired intervals of about +-0.06 on pass@1,
+#   +-0.09 on maj@8 and +-0.13 on pass@8 (median half-widths; +-0.14 at the widest).
 CPU_STUDY = dataclasses.replace(
     SMOKE,
     profile="cpu-study",

@@ -36,7 +36,11 @@ def test_resolve_from_a_base_keeps_its_values() -> None:
 @pytest.mark.parametrize(
     ("profile", "overrides", "message"),
     [
-        ("gpu", {}, "Unknown profile 'gpu'. Choose one of: smoke, smoke-gsm8k, cpu-study, full, colab-t4, gpu-smoke."),
+        (
+            "gpu",
+            {},
+            "Unknown profile 'gpu'. Choose one of: smoke, smoke-gsm8k, cpu-study, full, colab-t4, gpu-smoke.",
+        ),
         ("smoke", {"n_trian": 3}, "Unknown setting\\(s\\) \\['n_trian'\\]"),
         ("smoke", {"k": "four"}, "Setting k='four' should be int, got str"),
         ("smoke", {"k": 0}, "k=0 \\(must be > 0\\)"),

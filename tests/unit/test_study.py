@@ -72,6 +72,13 @@ def test_the_readme_section_is_the_one_its_published_files_give() -> None:
     assert study.readme_section() == study.section()
 
 
+def test_the_published_study_ran_the_profile_as_it_stands() -> None:
+    record = json.loads((study.PUBLISHED / study.RECORD).read_text())
+    assert record["config_hash"] == config.config_hash(config.resolve(study.PROFILE)), (
+        "the cpu-study profile changed since the published run: rerun `make study` and publish it"
+    )
+
+
 def test_the_readme_shows_the_published_figures_and_says_where_the_study_ran() -> None:
     text = study.readme_section()
     record = json.loads((study.PUBLISHED / study.RECORD).read_text())
@@ -219,6 +226,8 @@ def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belon
             ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True
         )
 
+    earlier = time.time() - 60
+    os.utime(finished_run / "config.json", (earlier, earlier))  # the run started a minute before the commit
     git("init", "-q")
     git("add", "README.md")
     git("commit", "-q", "-m", "a commit made after the run started")
