@@ -183,14 +183,16 @@ GPU_SMOKE = dataclasses.replace(
 )
 
 # The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
-# on 2 cores (the published run, README "What the series finds"): 82 minutes for the series, 526k tokens sampled.
+# on 2 cores (the published run, README "What the series finds"): 82 minutes for the series, 526k tokens sampled
+# by the engine (and 6k by GRPO).
 # - Train: 128 problems x k=8, sampled three times (01 the base, 05 SFT_1, 07 the teacher: here the base again with
-#   another seed, as in the smoke), 59-88k tokens a pass at 180-250 tok/s, 6-8 minutes each. The base is right in
-#   11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198 and 262 in round 2.
-#   Hundreds of SFT rows from the base itself would need 300+ problems, three more such passes.
-# - Training: SFT about 1 s a row (2 minutes a variant), ORPO about 2.7 s a pair (9-11 minutes); GRPO 1 prompt x 8
+#   another seed, as in the smoke), 59-88k tokens a pass at 177-248 tok/s: 5.6-7.6 minutes of sampling each. The
+#   base is right in 11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198
+#   and 262 in round 2. Hundreds of SFT rows from the base itself would need 300+ problems, three more such passes.
+# - Training: SFT 0.4-1 s a row (1-2.5 minutes a variant), ORPO about 2.7 s a pair (9-11 minutes); GRPO 1 prompt x 8
 #   completions a step (about 20 s), stopped when the mean reward of 2-step windows has not risen for 4 windows
-#   (at step 8 in the published run: windows of 2 prompts are noisy), 32 prompts at most.
+#   (at step 8 in the published run: no window beat the first step's, one prompt; such windows are noise), 32
+#   prompts at most.
 # - Test: 64 problems x k=8 for 9 models, 294k tokens, 28 minutes: paired intervals of about +-0.06 on pass@1,
 #   +-0.09 on maj@8 and +-0.13 on pass@8 (median half-widths; +-0.14 at the widest).
 CPU_STUDY = dataclasses.replace(

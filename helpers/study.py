@@ -2,7 +2,8 @@
 
 After `make study`, `python -m helpers.study publish outputs/cpu-study` copies the run's tables, claims, figures,
 config and timings into `outputs/published/cpu-study/` with a record of where it ran (`study.json`: commit,
-machine, wall time), then rewrites the README between the study's two markers from those files alone.
+machine, wall time), then rewrites the README between the study's two markers from those files alone;
+`python -m helpers.study readme` rewrites that section again from the published files.
 `tests/unit/test_study.py` checks that the README says what the published files say.
 """
 
@@ -73,8 +74,7 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
             f"{run_dir} lacks {', '.join(absent)}: rerun its evaluation (python -m helpers.pipeline run "
             f"--profile {PROFILE} --run-dir {run_dir} --only 08 --force), then publish."
         )
-    text = readme.read_text(encoding="utf-8")
-    before, _, after = _split(text, readme)
+    _split(readme.read_text(encoding="utf-8"), readme)  # the markers are there
     study_dir = "outputs/cpu-study" if run_dir.parts[-2:] == ("outputs", "cpu-study") else str(run_dir)
     record = {
         "profile": PROFILE,
@@ -86,16 +86,24 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
         "series_wall_s": round(sum(timings[s.name]["wall_s"] for s in pipeline.STEPS), 1),
     }
     figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob(FIGURES))
-    written: dict[str, str] = {}
 
     def write(tmp: Path) -> None:
         for name in (*COPIED, *figures):
             files.atomic_write_bytes(tmp / name, (run_dir / name).read_bytes())
         files.atomic_write_text(tmp / RECORD, json.dumps(record, indent=2) + "\n")
-        written["section"] = section(tmp, dest.relative_to(readme.parent).as_posix())
+        section(tmp, dest.relative_to(readme.parent).as_posix())  # the files make a section before they go in
 
     files.write_dir_atomically(dest, write)
-    return files.atomic_write_text(readme, before + written["section"] + after)
+    return write_readme(dest, readme)
+
+
+def write_readme(dest: Path = PUBLISHED, readme: Path = README) -> Path:
+    """Rewrite `readme`'s section from the files published in `dest` (after a change to `section`, or a publish
+    whose README write failed): no run needed."""
+    before, _, after = _split(readme.read_text(encoding="utf-8"), readme)
+    return files.atomic_write_text(
+        readme, before + section(dest, dest.relative_to(readme.parent).as_posix()) + after
+    )
 
 
 def _split(text: str, readme: Path) -> tuple[str, str, str]:
@@ -235,13 +243,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     go = sub.add_parser("publish", help="copy a finished run's results and rewrite the README's section")
     go.add_argument("run_dir", type=Path, help="e.g. outputs/cpu-study")
+    sub.add_parser("readme", help="rewrite the README's section from the files already published")
     args = parser.parse_args(argv)
     try:
-        readme = publish(args.run_dir)
+        readme = publish(args.run_dir) if args.command == "publish" else write_readme()
     except (files.BadInput, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"published {args.run_dir} to {PUBLISHED}; {readme} rewritten between its study markers")
+    print(f"{readme} rewritten between its study markers from {PUBLISHED}")
     return 0
 
 

@@ -151,8 +151,9 @@ def readme(tmp_path: Path) -> Path:
 
 
 def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
-    finished_run: Path, readme: Path, tmp_path: Path
+    finished_run: Path, readme: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no git checkout around the run
     dest = tmp_path / "outputs" / "published" / "cpu-study"
     (dest / "figures").mkdir(parents=True)
     (dest / "figures" / "08_gone.png").write_bytes(PNG)  # a figure of an earlier study: not kept
@@ -176,6 +177,9 @@ def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
     assert "](outputs/published/cpu-study/figures/08_pass_at_k.png)" in text
     assert "| 1. A claim | holds | +0.100 [+0.050, +0.150] |" in text
     assert "unknown" in text and "8.0 min for the series" in text
+    files.atomic_write_text(readme, text.replace("| 1. A claim | holds |", "| 1. A claim | edited |"))
+    study.write_readme(dest, readme)  # the section again, from the published files alone
+    assert readme.read_text() == text
 
 
 def test_publish_refuses_an_unfinished_run_and_writes_nothing(
@@ -209,8 +213,10 @@ def test_publish_refuses_a_run_without_its_figures_or_a_readme_without_markers(
 
 
 def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belong_to(
-    finished_run: Path, readme: Path, tmp_path: Path
+    finished_run: Path, readme: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
+        monkeypatch.delenv(name, raising=False)
     dest = tmp_path / "dest"
     smoke = config.resolve("smoke")
     digest = config.config_hash(smoke)
@@ -222,9 +228,8 @@ def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belon
         study.publish(other, dest, readme)
 
     def git(*args: str) -> None:
-        subprocess.run(
-            ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True
-        )
+        identity = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+        subprocess.run(["git", "-C", str(tmp_path), *identity, *args], check=True)
 
     earlier = time.time() - 60
     os.utime(finished_run / "config.json", (earlier, earlier))  # the run started a minute before the commit
