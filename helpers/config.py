@@ -63,6 +63,11 @@ class RunConfig:
     grpo_max_rows: int | None  # training problems GRPO may consume (None: all), before early stopping
     grpo_max_completion_length: int
     grpo_patience: int  # logging windows without a higher mean reward before GRPO stops
+    # pass@k to large k (notebook 09): the base and every variant sampled large_k_n times on a seeded subset of
+    # large_k_problems test problems (None, or more than there are: all of them), with 08's engine, prompt and
+    # temperature
+    large_k_n: int
+    large_k_problems: int | None
 
 
 SMOKE = RunConfig(
@@ -111,6 +116,10 @@ SMOKE = RunConfig(
     grpo_max_rows=2,
     grpo_max_completion_length=96,
     grpo_patience=3,
+    # 09: 9 models x 2 problems x 16 samples, about 290 completions (22k tokens) and an engine per model: about
+    # 3-4 minutes on 2 cores. Enough to draw every curve and table to k=16, not to decide anything.
+    large_k_n=16,
+    large_k_problems=2,
 )
 
 FULL = RunConfig(
@@ -153,6 +162,13 @@ FULL = RunConfig(
     grpo_max_rows=None,
     grpo_max_completion_length=512,
     grpo_patience=30,
+    # 09, as Yue et al. (2025) measure it: 256 samples on 200 test problems for the base and the 8 variants,
+    # 9 x 200 x 256 = 460,800 completions. An estimate, not yet measured: at about 200 tokens a completion (512 at
+    # most) that is about 92M tokens; a 1B model in vLLM with hundreds of requests in flight makes some 15-30k
+    # tok/s on an H100 (LoRA requests slower), so about 1-2 GPU hours there, 3-4 on an A100 and 10+ on a T4
+    # (the colab-t4 profile samples 64 on 50). Halve large_k_problems to halve it; the intervals widen by ~1.4x.
+    large_k_n=256,
+    large_k_problems=200,
 )
 
 # The first GPU run: the whole series with the seed's model on the toy set, a few problems and a few steps, to
@@ -180,6 +196,8 @@ GPU_SMOKE = dataclasses.replace(
     grpo_max_rows=8,
     grpo_max_completion_length=256,
     grpo_patience=3,
+    large_k_n=16,  # 09: 9 x 8 x 16 = 1,152 toy completions, about 100k tokens: a minute on a GPU
+    large_k_problems=8,
 )
 
 # The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
@@ -210,6 +228,10 @@ CPU_STUDY = dataclasses.replace(
     grpo_max_rows=32,
     grpo_max_completion_length=128,
     grpo_patience=4,
+    # 09 (an estimate from the tok/s above; the published run predates it): 9 models x 16 problems x 32 samples,
+    # 4,608 completions, about 350k tokens: about 30 minutes more on 2 cores.
+    large_k_n=32,
+    large_k_problems=16,
 )
 
 PROFILES: dict[str, RunConfig] = {
@@ -231,8 +253,16 @@ PROFILES: dict[str, RunConfig] = {
     # (fp16 on a T4): 2.5 GB of weights fit, and 4 bit with vLLM would need the out-of-tree vllm-bnb-plugin,
     # which the GPU set does not install (GPU_NOTES §10.3; tests/test_gpu_contract.py checks it).
     # The teacher: Llama 3.2 3B Instruct, 6.4 GB in fp16, sampled in its own process (07) with nothing else on the card.
+    # 09 on 50 test problems x 64 samples: 9 x 50 x 64 = 28,800 completions, about 5.8M tokens (an estimate at
+    # 200 a completion): about 1 hour at the 1.5-3k tok/s a T4 may give a 1B model in fp16.
     "colab-t4": dataclasses.replace(
-        FULL, profile="colab-t4", n_train=1000, n_test=250, teacher="unsloth/Llama-3.2-3B-Instruct"
+        FULL,
+        profile="colab-t4",
+        n_train=1000,
+        n_test=250,
+        teacher="unsloth/Llama-3.2-3B-Instruct",
+        large_k_n=64,
+        large_k_problems=50,
     ),
     "gpu-smoke": GPU_SMOKE,
 }
@@ -276,6 +306,7 @@ def _check(cfg: RunConfig) -> None:
         "logging_steps",
         "grpo_max_completion_length",
         "grpo_patience",
+        "large_k_n",
     )
     positive += ("sft_lr", "sft_epochs", "orpo_lr", "orpo_beta", "orpo_epochs", "grpo_lr")
     for name in positive:
@@ -290,10 +321,14 @@ def _check(cfg: RunConfig) -> None:
             f"batch_size x grad_accum = {cfg.batch_size * cfg.grad_accum} (GRPO's batch counts completions: it "
             f"must be a multiple of k={cfg.k})"
         )
-    for name in ("n_train", "n_test", "grpo_max_rows"):
+    if cfg.large_k_n < cfg.k:
+        problems.append(
+            f"large_k_n={cfg.large_k_n} < k={cfg.k} (09 samples past the evaluation's k: give k or more)"
+        )
+    for name in ("n_train", "n_test", "grpo_max_rows", "large_k_problems"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             problems.append(f"{name}={getattr(cfg, name)} (must be >= 1, or None for all)")
-        if getattr(cfg, name) is None and cfg.dataset == "arithmetic" and name != "grpo_max_rows":
+        if getattr(cfg, name) is None and cfg.dataset == "arithmetic" and name in ("n_train", "n_test"):
             problems.append(f"{name}=None (the generated toy set has no 'all': give a number)")
     grpo_rows = min(n for n in (cfg.n_train, cfg.grpo_max_rows, 10**9) if n is not None)
     if cfg.k > 0 and 0 < grpo_rows * cfg.k < cfg.batch_size:

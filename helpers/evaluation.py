@@ -7,16 +7,19 @@ tables and writes `REPORT.md`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from helpers import agreement, config, cpu_engine, judge, metrics, models, training
-from helpers.files import atomic_write_text, write_jsonl
+from helpers.files import BadInput, atomic_write_text, write_jsonl
 from helpers.runs import Run
 
 BASE = "base"
@@ -54,13 +57,7 @@ def variants(run: Run) -> tuple[list[str], list[str]]:
 
 
 def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.DataFrame:
-    """`evaluate` for every variant.
-
-    `one_engine`: one vLLM engine serves every variant, each adapter as a LoRA request. Always so on a GPU, where
-    an engine per variant would not fit beside the others. On the CPU it is asked for (`True`); the default
-    there is an engine per variant with its adapter merged, because LoRA requests run at about half the speed
-    on a CPU (measured on 2 cores: 98 against 257 tok/s).
-    """
+    """`evaluate` for every variant, from the engine `shared_engine` gives (see there for `one_engine`)."""
     c = run.cfg
     target = judge.endpoint()
     if target is not None:
@@ -69,6 +66,20 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
             judge.cached_verdicts(run.path(f"eval/judge_{n}.jsonl"), target.model) < expected for n in names
         ):
             judge.check(target)  # a judge that cannot answer stops 08 now, not after hours of sampling
+    with shared_engine(run, one_engine) as shared:
+        return pd.concat([evaluate(run, name, shared) for name in names], ignore_index=True)
+
+
+@contextlib.contextmanager
+def shared_engine(run: Run, one_engine: bool = False) -> Iterator[tuple | None]:
+    """The engine every variant is sampled from, or None: an engine per variant (`sampling` loads it).
+
+    `one_engine`: one vLLM engine serves every variant, each adapter as a LoRA request. Always so on a GPU, where
+    an engine per variant would not fit beside the others. On the CPU it is asked for (`True`); the default
+    there is an engine per variant with its adapter merged, because LoRA requests run at about half the speed
+    on a CPU (measured on 2 cores: 98 against 257 tok/s).
+    """
+    c = run.cfg
     shared = None
     if models.resolve_backend()[0] == "unsloth":
         shared = models.load_model(
@@ -83,7 +94,7 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
             name, path, lora_rank_max=c.lora_r, max_seq_length=c.max_seq_length, seed=c.seed
         )
     try:
-        return pd.concat([evaluate(run, name, shared) for name in names], ignore_index=True)
+        yield shared
     finally:
         if shared is not None and isinstance(shared[0], cpu_engine.CpuEngine):
             shared[0].close()
@@ -91,11 +102,7 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
 
 def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame:
     """k samples per test problem from `variant` (resumable), graded; written to `eval/samples_<variant>.jsonl`."""
-    adapter = None if variant == BASE else str(run.root / "models" / variant)
-    raw = f"samples/test_{variant}.jsonl"
-    # An engine of its own in a child process on a GPU (its memory); on the CPU in this one (08 trains nothing).
-    isolated = models.resolve_backend()[0] == "unsloth"
-    graded = run.sample(run.problems("test"), raw, adapter=adapter, model=model, isolated=isolated)
+    graded = sample_variant(run, variant, run.problems("test"), f"samples/test_{variant}.jsonl", model)
     if judge.configured():
         graded["judge_correct"] = judge.judge_samples(
             graded, run.questions("test"), run.path(f"eval/judge_{variant}.jsonl")
@@ -103,6 +110,16 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     fields = [*SAMPLE_FIELDS, *(["judge_correct"] if "judge_correct" in graded else [])]
     write_jsonl(run.path(f"eval/samples_{variant}.jsonl"), graded[fields].to_dict("records"))
     return graded.assign(variant=variant)
+
+
+def sample_variant(
+    run: Run, variant: str, problems: Any, relative: str, model: tuple | None = None, k: int | None = None
+) -> pd.DataFrame:
+    """k samples (by default the run's) per problem from `variant` into `relative` (resumable), graded."""
+    adapter = None if variant == BASE else str(run.root / "models" / variant)
+    # An engine of its own in a child process on a GPU (its memory); on the CPU in this one (nothing trains after).
+    isolated = models.resolve_backend()[0] == "unsloth"
+    return run.sample(problems, relative, adapter=adapter, model=model, isolated=isolated, k=k)
 
 
 def paired(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
@@ -476,22 +493,54 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
+def claims_table(found: list[Claim] | pd.DataFrame) -> str:
+    """The claims as a markdown table (one row per claim: claim, verdict, evidence)."""
+    frame = found if isinstance(found, pd.DataFrame) else pd.DataFrame([c.__dict__ for c in found])
+    return markdown_table(frame.set_index("claim"))
+
+
+# The parts of REPORT.md that 09_large_k rewrites after 08 wrote it: the claims table and 09's own section.
+CLAIMS_START, CLAIMS_END = (
+    "<!-- claims: 08_evaluation, claim 1 at large k by 09_large_k -->",
+    "<!-- claims: end -->",
+)
+LARGE_K_START, LARGE_K_END = "<!-- large-k: written by 09_large_k -->", "<!-- large-k: end -->"
+LARGE_K_PENDING = (
+    "Claim 1 at large k (pass@k to hundreds of samples, `09_large_k`) has not run yet on this run directory."
+)
+
+
+def replace_block(text: str, start: str, end: str, body: str, where: Path) -> str:
+    """`text` with what lies between the lines `start` and `end` replaced by `body`; missing markers raise
+    `BadInput` naming `where` (a report written by an older version: rerun 08)."""
+    head, found_start, rest = text.partition(start)
+    _, found_end, tail = rest.partition(end)
+    if not found_start or not found_end:
+        raise BadInput(
+            f"{where} has no {start!r} ... {end!r} part (written by an older version of 08_evaluation). Rerun 08 "
+            "(python -m helpers.pipeline run ... --only 08 --force), then this step."
+        )
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
 def write_report(
     run: Run,
     results: pd.DataFrame,
     paired_table: pd.DataFrame,
-    found: list[Claim],
+    found: list[Claim] | pd.DataFrame,
     cost: pd.DataFrame,
     breakdown: pd.DataFrame,
     checks: tuple[pd.DataFrame, str],
     figures: list[Path],
     missing: list[str],
     ranked: pd.DataFrame | None = None,
+    large_k_section: str | None = None,
 ) -> Path:
     """`REPORT.md` in the run directory: config and date, the tables, the figures, the claims and verdicts.
 
     `checks`: `agreement.disagreements` of the graded samples and `agreement.examples_markdown` of them;
-    `ranked`: `efficiency`'s table (gain per unit of compute).
+    `ranked`: `efficiency`'s table (gain per unit of compute); `large_k_section`: 09's part, when it has run
+    (`large_k.report_section`). The claims table and 09's part sit between markers, which 09 rewrites.
     """
     k = run.cfg.k
     shown = [
@@ -521,7 +570,13 @@ def write_report(
         "",
         "## The seed's claims, tested on this run",
         "",
-        markdown_table(pd.DataFrame([c.__dict__ for c in found]).set_index("claim")),
+        CLAIMS_START,
+        claims_table(found),
+        CLAIMS_END,
+        "",
+        LARGE_K_START,
+        large_k_section or LARGE_K_PENDING,
+        LARGE_K_END,
         "",
         "## Results",
         "",

@@ -70,6 +70,11 @@ STEPS = (
         ),
     ),
     Step("08", "08_evaluation", ("eval/results.csv", "REPORT.md")),
+    Step(
+        "09",
+        "09_large_k",
+        ("eval/large_k/crossover.csv", "eval/large_k/coverage.csv", "eval/large_k/claim.csv"),
+    ),
 )
 
 

@@ -66,8 +66,10 @@ class Run:
         adapter: str | None = None,
         model: tuple[Any, Any] | None = None,
         isolated: bool = True,
+        k: int | None = None,
     ) -> pd.DataFrame:
-        """k samples per problem with the run's settings into `relative` (resumable), graded.
+        """k samples per problem (`k`, by default the run's) with the run's settings into `relative` (resumable),
+        graded.
 
         `model`: a loaded engine to reuse (one that serves LoRA takes `adapter` as a LoRA request); by default
         the run's model is loaded for this call. `isolated`: a vLLM engine of our own lives in a child process.
@@ -79,7 +81,7 @@ class Run:
         return (sampling.sample_isolated if isolated else sampling.sample)(
             model or c.model,
             problems,
-            k=c.k,
+            k=k or c.k,
             temperature=c.temperature,
             top_p=c.top_p,
             max_new_tokens=c.max_new_tokens,

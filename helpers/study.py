@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config, evaluation, files, pipeline, runs
+from helpers import config, evaluation, files, large_k, pipeline, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -31,12 +31,19 @@ END = "<!-- cpu-study: end -->"
 RECORD = "study.json"
 PROFILE = "cpu-study"
 TABLES = ("results.csv", "paired.csv", "claims.csv", "efficiency.csv")
-COPIED = (runs.CONFIG_FILE, pipeline.TIMINGS, "REPORT.md", *(f"eval/{name}" for name in TABLES))
-FIGURES = "figures/08_*.png"  # every figure of the evaluation; the README shows two
+COPIED = (
+    runs.CONFIG_FILE,
+    pipeline.TIMINGS,
+    "REPORT.md",
+    *(f"eval/{name}" for name in TABLES),
+    *large_k.TABLES.values(),
+)
+FIGURES = ("figures/08_*.png", "figures/09_*.png")  # every figure of 08 and 09; the README shows three
 SHOWN = {
     "figures/08_pass_at_k.png": "pass@k for k = 1 to {k}, every variant, under each checker",
     "figures/08_format_breakdown.png": "right vs formatted: the share of samples in each combination",
 }
+SHOWN_LARGE_K = {large_k.FIGURE.format(checker="lenient"): "pass@k to k = {n} on a log axis, lenient checker"}
 CHECKERS = ("lenient", "strict")  # the README's columns, in this order
 
 
@@ -68,11 +75,11 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
         raise files.BadInput(
             f"{run_dir} has not finished {', '.join(unfinished)}: run `make study` again (it resumes), then publish."
         )
-    absent = [name for name in (*COPIED, *SHOWN) if not (run_dir / name).is_file()]
+    absent = [name for name in (*COPIED, *SHOWN, *SHOWN_LARGE_K) if not (run_dir / name).is_file()]
     if absent:
         raise files.BadInput(
             f"{run_dir} lacks {', '.join(absent)}: rerun its evaluation (python -m helpers.pipeline run "
-            f"--profile {PROFILE} --run-dir {run_dir} --only 08 --force), then publish."
+            f"--profile {PROFILE} --run-dir {run_dir} --only 08,09 --force), then publish."
         )
     _split(readme.read_text(encoding="utf-8"), readme)  # the markers are there
     study_dir = "outputs/cpu-study" if run_dir.parts[-2:] == ("outputs", "cpu-study") else str(run_dir)
@@ -85,7 +92,7 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
         "machine": machine(),
         "series_wall_s": round(sum(timings[s.name]["wall_s"] for s in pipeline.STEPS), 1),
     }
-    figures = sorted(p.relative_to(run_dir).as_posix() for p in run_dir.glob(FIGURES))
+    figures = sorted(p.relative_to(run_dir).as_posix() for pattern in FIGURES for p in run_dir.glob(pattern))
 
     def write(tmp: Path) -> None:
         for name in (*COPIED, *figures):
@@ -198,20 +205,20 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
     (`published` relative to the repository, by default)."""
     record = json.loads((published / RECORD).read_text(encoding="utf-8"))
     settings = json.loads((published / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-    cfg = config.from_dict({k: v for k, v in settings.items() if k in config.FIELDS})
     timings = json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8"))
     results = pd.read_csv(published / "eval" / "results.csv")
     paired = pd.read_csv(published / "eval" / "paired.csv")
     claims = pd.read_csv(published / "eval" / "claims.csv").set_index("claim")
     where = link or published.relative_to(ROOT).as_posix()
-    k, n_test = cfg.k, results["n_problems"].iloc[0]
-    data_set = "the generated toy set" if cfg.dataset == "arithmetic" else "GSM8K"
+    k, n_test = settings["k"], results["n_problems"].iloc[0]
+    data_set = "the generated toy set" if settings["dataset"] == "arithmetic" else "GSM8K"
     steps = ", ".join(f"{name[:2]} {_minutes(t['wall_s'])}" for name, t in timings.items())
     widths = interval_widths(paired)
     reached = "; ".join(f"{m} ±{wide:.3f} (median ±{mid:.3f})" for m, (wide, mid) in widths.items())
     parts = [
-        f"One run of the `{record['profile']}` profile: `{cfg.model}` on {data_set}, "
-        f"{cfg.n_train} training and {n_test} test problems, k={k} samples per problem at T={cfg.temperature}, "
+        f"One run of the `{record['profile']}` profile: `{settings['model']}` on {data_set}, "
+        f"{settings['n_train']} training and {n_test} test problems, k={k} samples per problem at "
+        f"T={settings['temperature']}, "
         f"every variant of the series (config `{record['config_hash']}`).",
         "",
         f"- **Command:** `{record['command']}`, then `{record['published_with']}` (which wrote this section).",
@@ -234,8 +241,47 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         f"{paired['variant'].nunique()} variants): {reached}.",
         "",
         *(f"![{alt.format(k=k)}]({where}/{name})\n" for name, alt in SHOWN.items()),
+        *_large_k_part(published, settings, where),
     ]
     return "\n".join(parts).strip("\n")
+
+
+def added_since(settings: dict) -> list[str]:
+    """The settings of the current profile that a published run's `settings` lack (added to the series since)."""
+    return sorted(config.FIELDS - set(settings))
+
+
+def _large_k_part(published: Path, settings: dict, where: str) -> list[str]:
+    """Claim 1 at large k (09): its crossover table and figure, or, for a run that predates 09, what it lacks."""
+    crossover = published / large_k.TABLES["crossover"]
+    if not crossover.is_file():
+        added = added_since(settings)
+        return [
+            f"This run predates `09_large_k` (claim 1 tested at large k): it has no large-k verdict, and the "
+            f"settings added since ({', '.join(added) or 'none'}) are not in its config. `make study` now runs 09 "
+            "too; the next publish shows its crossovers here.",
+        ]
+    table = pd.read_csv(crossover)
+    table = table[table["checker"] == "lenient"]
+    shown = [
+        "variant",
+        "pass@1 diff",
+        "base pass@n",
+        "variant pass@n",
+        "pass@n diff",
+        "lo",
+        "hi",
+        "crossover",
+    ]
+    n, m = int(table["n"].iloc[0]), int(table["n_problems"].iloc[0])
+    return [
+        f"**Claim 1 at large k** (`09_large_k`: {m} test problems x {n} samples; lenient; the crossover is the "
+        "smallest k from which the base's pass@k lies above the variant's, with its 95 % interval):",
+        "",
+        evaluation.markdown_table(table[shown].set_index("variant")),
+        "",
+        *(f"![{alt.format(n=n)}]({where}/{name})\n" for name, alt in SHOWN_LARGE_K.items()),
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

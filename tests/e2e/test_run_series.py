@@ -13,7 +13,19 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import answers, files, judge, metrics, models, pipeline, runs, sampling, training
+from helpers import (
+    answers,
+    evaluation,
+    files,
+    judge,
+    large_k,
+    metrics,
+    models,
+    pipeline,
+    runs,
+    sampling,
+    training,
+)
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -288,6 +300,33 @@ def test_the_checkers_disagreements_are_counted_and_shown(smoke) -> None:
         "## Where the checkers disagree"
         in (run_dir / "executed" / "02_rejection_filtering.ipynb").read_text()
     )
+
+
+def test_09_samples_n_times_and_puts_claim_1_at_large_k_beside_08s(smoke) -> None:
+    run_dir, _ = smoke
+    run = runs.open_run(run_dir, "smoke")
+    cfg, subset = run.cfg, large_k.problems(run)
+    assert len(subset) == cfg.large_k_problems and set(subset["id"]) <= set(run.problems("test")["id"])
+    curves = pd.read_csv(run_dir / large_k.TABLES["curves"])
+    assert sorted(curves["k"].unique()) == large_k.k_grid(cfg.large_k_n)
+    for name in ("base", *training.VARIANTS):
+        graded = run.graded_samples(large_k.samples_file(name), "test", "09_large_k")
+        assert len(graded) == len(subset) * cfg.large_k_n and set(graded["problem_id"]) == set(subset["id"])
+        assert set(graded["temperature"]) == {cfg.temperature} and set(graded["seed"]) == {cfg.seed}
+        at_n = curves.set_index(["variant", "checker", "k"]).loc[(name, "lenient", cfg.large_k_n), "pass@k"]
+        assert at_n == pytest.approx(graded.groupby("problem_id")["lenient_correct"].any().mean())
+    crossover = pd.read_csv(run_dir / large_k.TABLES["crossover"])
+    assert sorted(crossover["variant"].unique()) == sorted(training.VARIANTS)
+    coverage = pd.read_csv(run_dir / large_k.TABLES["coverage"])
+    assert len(coverage) == (1 + len(training.VARIANTS)) * len(set(curves["checker"]))
+    claims = pd.read_csv(run_dir / "eval" / "claims.csv")
+    assert claims["claim"].iloc[0].startswith(large_k.LABEL) and claims["claim"].iloc[1].startswith("1. ")
+    report = (run_dir / "REPORT.md").read_text()
+    assert claims["claim"].iloc[0] in report and "### Claim 1 at large k" in report
+    assert evaluation.LARGE_K_PENDING not in report
+    for checker in ("strict", "lenient"):
+        assert (run_dir / large_k.FIGURE.format(checker=checker)).stat().st_size > 0
+        assert large_k.FIGURE.format(checker=checker) in report
 
 
 def test_the_local_judge_graded_every_sample_in_08(smoke, local_judge) -> None:

@@ -49,6 +49,8 @@ def test_resolve_from_a_base_keeps_its_values() -> None:
         ("smoke", {"dataset": "mnist"}, "dataset='mnist' \\(choose one of: arithmetic, gsm8k\\)"),
         ("smoke", {"filter_checker": "judge"}, "filter_checker='judge'"),
         ("smoke", {"top_p": 1.5}, "0 < top_p <= 1"),
+        ("smoke", {"large_k_n": 2}, "large_k_n=2 < k=4 \\(09 samples past the evaluation's k"),
+        ("smoke", {"large_k_problems": 0}, "large_k_problems=0 \\(must be >= 1, or None for all\\)"),
     ],
 )
 def test_bad_settings_are_named(profile: str, overrides: dict, message: str) -> None:

@@ -166,6 +166,9 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
         assert needle in text
     assert all(c.claim in text and c.verdict in text for c in found)
     assert '"k": 2' in text
+    claims_part = text.split(evaluation.CLAIMS_START + "\n")[1].split("\n" + evaluation.CLAIMS_END)[0]
+    assert claims_part == evaluation.claims_table(found)  # the part 09 rewrites, between its markers
+    assert f"{evaluation.LARGE_K_START}\n{evaluation.LARGE_K_PENDING}\n{evaluation.LARGE_K_END}" in text
 
 
 def test_a_misconfigured_judge_stops_08_before_any_sampling(

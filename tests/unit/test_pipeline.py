@@ -30,10 +30,14 @@ def fake_execute(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_select_steps() -> None:
     assert [s.number for s in pipeline.select_steps(only="1,02")] == ["01", "02"]
     assert [s.number for s in pipeline.select_steps(start="03", stop="5")] == ["03", "04", "05"]
-    assert [s.name for s in pipeline.select_steps(start="07")] == ["07_distillation", "08_evaluation"]
-    assert len(pipeline.select_steps()) == 8
-    with pytest.raises(ValueError, match="Unknown step '09'"):
-        pipeline.select_steps(only="09")
+    assert [s.name for s in pipeline.select_steps(start="07")] == [
+        "07_distillation",
+        "08_evaluation",
+        "09_large_k",
+    ]
+    assert len(pipeline.select_steps()) == 9
+    with pytest.raises(ValueError, match="Unknown step '10'"):
+        pipeline.select_steps(only="10")
 
 
 def test_a_run_directory_of_the_seven_step_series_is_refused_with_the_way_out(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, evaluation, files, metrics, pipeline, study
+from helpers import config, evaluation, files, large_k, metrics, pipeline, study
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -73,10 +73,25 @@ def test_the_readme_section_is_the_one_its_published_files_give() -> None:
 
 
 def test_the_published_study_ran_the_profile_as_it_stands() -> None:
+    """Every setting the published run had is the profile's now; settings added to the series since (which only
+    steps the run predates use) are named in the README."""
+    settings = json.loads((study.PUBLISHED / "config.json").read_text())
     record = json.loads((study.PUBLISHED / study.RECORD).read_text())
-    assert record["config_hash"] == config.config_hash(config.resolve(study.PROFILE)), (
-        "the cpu-study profile changed since the published run: rerun `make study` and publish it"
+    assert record["config_hash"] == settings["config_hash"]
+    current = config.to_dict(config.resolve(study.PROFILE))
+    changed = {
+        key: (value, current[key])
+        for key, value in settings.items()
+        if key in current and current[key] != value
+    }
+    assert changed == {}, (
+        f"the cpu-study profile changed since the published run ({changed}): rerun `make study` and publish it"
     )
+    added = study.added_since(settings)
+    if added:
+        assert f"settings added since ({', '.join(added)})" in study.readme_section()
+    else:
+        assert record["config_hash"] == config.config_hash(config.resolve(study.PROFILE))
 
 
 def test_the_readme_shows_the_published_figures_and_says_where_the_study_ran() -> None:
@@ -136,7 +151,15 @@ def finished_run(tmp_path: Path) -> Path:
     pd.DataFrame([c.__dict__ for c in claims]).set_index("claim").to_csv(run / "eval" / "claims.csv")
     files.atomic_write_text(run / "eval" / "efficiency.csv", "variant\nSFT_1\n")
     files.atomic_write_text(run / "REPORT.md", "# Report\n")
-    for name in ("08_pass_at_k", "08_format_breakdown", "08_metrics"):
+    crossover = large_k.crossovers(graded, n_boot=50)
+    tables = {"curves": large_k.curves(graded, n_boot=50), "crossover": crossover}
+    tables |= {
+        "coverage": large_k.coverage(graded, n_boot=50),
+        "claim": pd.DataFrame([large_k.claim(crossover, 4).__dict__]),
+    }
+    for name, table in tables.items():
+        files.atomic_write_text(run / large_k.TABLES[name], table.to_csv(index=False))
+    for name in ("08_pass_at_k", "08_format_breakdown", "08_metrics", "09_pass_at_k_lenient"):
         files.atomic_write_bytes(run / "figures" / f"{name}.png", PNG + name.encode())
     return run
 
@@ -160,6 +183,7 @@ def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
     study.publish(finished_run, dest, readme)
     copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     figures = ["figures/08_format_breakdown.png", "figures/08_metrics.png", "figures/08_pass_at_k.png"]
+    figures.append("figures/09_pass_at_k_lenient.png")
     assert copied == sorted([*study.COPIED, *figures, study.RECORD])
     assert (dest / "eval" / "results.csv").read_bytes() == (
         finished_run / "eval" / "results.csv"
@@ -176,7 +200,9 @@ def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
     assert study.readme_section(readme) == study.section(dest, "outputs/published/cpu-study")
     assert "](outputs/published/cpu-study/figures/08_pass_at_k.png)" in text
     assert "| 1. A claim | holds | +0.100 [+0.050, +0.150] |" in text
-    assert "unknown" in text and "8.0 min for the series" in text
+    assert "unknown" in text and f"{len(pipeline.STEPS):.1f} min for the series" in text
+    assert "**Claim 1 at large k** (`09_large_k`: 6 test problems x 8 samples" in text
+    assert "](outputs/published/cpu-study/figures/09_pass_at_k_lenient.png)" in text
     files.atomic_write_text(readme, text.replace("| 1. A claim | holds |", "| 1. A claim | edited |"))
     study.write_readme(dest, readme)  # the section again, from the published files alone
     assert readme.read_text() == text

@@ -1,0 +1,335 @@
+"""Notebook 09: pass@k out to large k, the way Yue et al. (2025) test whether training widens what a model can
+solve at all.
+
+The base and every trained variant answer a seeded subset of the test problems `large_k_n` times each, with 08's
+engine, prompt, temperature and seeds. Per variant and checker: the unbiased pass@k for k = 1, 2, 4, ..., n with
+bootstrap intervals over problems; the k from which the base's curve lies above the variant's (the crossover);
+the share of problems solved at least once (coverage) and the problems one solves that the other never does.
+Claim 1 ("whatever the trained models reach, the base reaches") is judged at k = n and written into 08's claims
+table and `REPORT.md` beside the k = k_eval verdict.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from helpers import evaluation, metrics
+from helpers.evaluation import BASE, MUCH, Claim, below, joint, verdict
+from helpers.files import BadInput, atomic_write_text
+from helpers.runs import Run
+
+log = logging.getLogger(__name__)
+
+TABLES = {name: f"eval/large_k/{name}.csv" for name in ("curves", "crossover", "coverage", "claim")}
+FIGURE = "figures/09_pass_at_k_{checker}.png"
+LABEL = "1 at large k."  # how claim 1's large-k row starts in the claims table (08's row starts "1. ")
+EPS = 1e-12  # "above": by more than rounding (two curves that both reach 1.0 tie)
+
+
+def k_grid(n: int) -> list[int]:
+    """The k of the curves: 1, 2, 4, ... below n, then n itself.
+
+    >>> k_grid(16), k_grid(12)
+    ([1, 2, 4, 8, 16], [1, 2, 4, 8, 12])
+    """
+    if n < 1:
+        raise ValueError(f"k_grid: n={n} samples; need at least 1.")
+    return [*(2**i for i in range(n.bit_length()) if 2**i < n), n]
+
+
+def problems(run: Run) -> datasets.Dataset:
+    """The run's test problems that 09 samples: `large_k_problems` of them drawn with the run's seed (in test-set
+    order), or all of them."""
+    test = run.problems("test")
+    wanted = run.cfg.large_k_problems
+    if wanted is None or wanted >= len(test):
+        return test
+    picked = np.sort(np.random.default_rng(run.cfg.seed).permutation(len(test))[:wanted])
+    return test.select(picked.tolist())
+
+
+def samples_file(variant: str) -> str:
+    return f"samples/large_k_{variant}.jsonl"
+
+
+def sample_all(run: Run, names: list[str], one_engine: bool = False) -> pd.DataFrame:
+    """`large_k_n` samples per problem of `problems(run)` from each variant (resumable), graded, one frame.
+
+    The engine is 08's (`evaluation.shared_engine`, where `one_engine` is explained); the judge is not asked
+    (it would cost n/k times 08's verdicts)."""
+    subset, n = problems(run), run.cfg.large_k_n
+    found = []
+    with evaluation.shared_engine(run, one_engine) as shared:
+        for number, name in enumerate(names, start=1):
+            log.info("%s (%d of %d): %d problems x %d samples", name, number, len(names), len(subset), n)
+            graded = evaluation.sample_variant(run, name, subset, samples_file(name), shared, k=n)
+            found.append(graded.assign(variant=name))
+    return pd.concat(found, ignore_index=True)
+
+
+def pass_table(graded: pd.DataFrame, checker: str, ks: list[int]) -> pd.DataFrame:
+    """One variant's per-problem unbiased pass@k (rows: problems, columns: `ks`), for one checker."""
+    table = metrics.per_problem(graded, checker)
+    sizes = sorted(table["n"].unique())
+    if sizes != [ks[-1]]:
+        raise ValueError(
+            f"Problems have {sizes} samples, not n={ks[-1]}: sample every problem n times (rerun 09, it resumes)."
+        )
+    return pd.DataFrame(
+        {k: metrics.pass_at_k(ks[-1], table["c"].to_numpy(), k) for k in ks}, index=table.index
+    )
+
+
+def _tables(graded: pd.DataFrame, checker: str) -> tuple[list[int], dict[str, pd.DataFrame]]:
+    """The k grid and each variant's `pass_table`, all on the same problems (else a clear error)."""
+    n = int(graded.groupby(["variant", "problem_id"]).size().max())
+    ks = k_grid(n)
+    found = {v: pass_table(part, checker, ks) for v, part in graded.groupby("variant", sort=False)}
+    for variant, table in found.items():
+        if BASE in found and not table.index.equals(found[BASE].index):
+            raise ValueError(f"{variant} and the base were sampled on different problems: rerun 09 for both.")
+    return ks, found
+
+
+def curves(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """pass@k for k in `k_grid(n)`, per variant and checker, with 95 % bootstrap intervals over problems."""
+    rows = []
+    for checker in metrics.checkers_in(graded):
+        ks, tables = _tables(graded, checker)
+        for variant, table in tables.items():
+            for k in ks:
+                low, high = metrics.bootstrap_ci(table[k].to_numpy(), n_boot)
+                rows.append(
+                    {
+                        "variant": variant,
+                        "checker": checker,
+                        "k": k,
+                        "pass@k": table[k].mean(),
+                        "lo": low,
+                        "hi": high,
+                    }
+                )
+    return pd.DataFrame(rows, columns=["variant", "checker", "k", "pass@k", "lo", "hi"])
+
+
+def overtaken_from(diffs: np.ndarray, ks: list[int]) -> np.ndarray:
+    """For each row of `diffs` (base minus variant at each k of `ks`): the smallest k from which every difference
+    is above 0, or inf where the base is not above at k = n ("none up to n")."""
+    above = np.asarray(diffs) > EPS
+    from_here = np.flip(np.logical_and.accumulate(np.flip(above, -1), -1), -1)
+    return np.where(from_here.any(-1), np.asarray(ks, dtype=float)[from_here.argmax(-1)], np.inf)
+
+
+def describe_crossover(k: float, low: float, high: float, n: int) -> str:
+    """'8 [4, 16]', or 'none up to 16 [8, none]': inf (or NaN, as a CSV gives it back) is "none up to n"."""
+
+    def show(value: float) -> str:
+        return "none" if not np.isfinite(value) else str(int(value))
+
+    point = f"none up to {n}" if not np.isfinite(k) else str(int(k))
+    return f"{point} [{show(low)}, {show(high)}]"
+
+
+CROSSOVER_COLUMNS = [
+    "variant",
+    "checker",
+    "n",
+    "n_problems",
+    "pass@1 diff",
+    "base pass@n",
+    "variant pass@n",
+    "pass@n diff",
+    "lo",
+    "hi",
+    "crossover_k",
+    "crossover_lo",
+    "crossover_hi",
+    "crossover",
+]
+
+
+def crossovers(graded: pd.DataFrame, n_boot: int = 1000, seed: int = metrics.BOOT_SEED) -> pd.DataFrame:
+    """Per trained variant and checker: where the base's pass@k curve overtakes it for good (the smallest k from
+    which the base lies above, with a 95 % bootstrap interval over problems; "none up to n" where it never does),
+    and the paired differences at k = 1 and k = n (variant minus base)."""
+    rows = []
+    for checker in metrics.checkers_in(graded):
+        ks, tables = _tables(graded, checker)
+        if BASE not in tables:
+            raise ValueError("No base samples: 09 compares every variant with the base; sample it too.")
+        base = tables[BASE]
+        for variant, table in tables.items():
+            if variant == BASE:
+                continue
+            diffs = (base - table).to_numpy()
+            rng = np.random.default_rng(seed)
+            picks = rng.integers(0, len(diffs), size=(n_boot, len(diffs)))
+            resampled = np.sort(overtaken_from(diffs[picks].mean(axis=1), ks))
+            low, high = resampled[int(0.025 * (n_boot - 1))], resampled[int(np.ceil(0.975 * (n_boot - 1)))]
+            point = overtaken_from(diffs.mean(axis=0), ks)[()]
+            first, *_ = metrics.paired_bootstrap_diff(table[ks[0]], base[ks[0]], n_boot, seed)
+            gain, gain_lo, gain_hi = metrics.paired_bootstrap_diff(table[ks[-1]], base[ks[-1]], n_boot, seed)
+            rows.append(
+                {
+                    "variant": variant,
+                    "checker": checker,
+                    "n": ks[-1],
+                    "n_problems": len(base),
+                    "pass@1 diff": first,
+                    "base pass@n": base[ks[-1]].mean(),
+                    "variant pass@n": table[ks[-1]].mean(),
+                    "pass@n diff": gain,
+                    "lo": gain_lo,
+                    "hi": gain_hi,
+                    "crossover_k": point,
+                    "crossover_lo": low,
+                    "crossover_hi": high,
+                    "crossover": describe_crossover(point, low, high, ks[-1]),
+                }
+            )
+    frame = pd.DataFrame(rows, columns=CROSSOVER_COLUMNS)
+    for column in ("crossover_k", "crossover_lo", "crossover_hi"):  # NaN: none up to n
+        frame[column] = frame[column].replace(np.inf, np.nan)
+    return frame
+
+
+def _listed(ids: list[str], counts: pd.Series, n: int) -> str:
+    return ", ".join(f"{pid} ({int(counts[pid])}/{n})" for pid in ids) or "-"
+
+
+def coverage(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
+    """Per variant and checker: the share of problems solved at least once in n samples (95 % interval over
+    problems), and against the base the problems only one of the two ever solves, with each one's count of right
+    samples (`base_only`: the base solves them, the variant never; `variant_only`: the reverse)."""
+    rows = []
+    for checker in metrics.checkers_in(graded):
+        counts = {v: metrics.per_problem(p, checker) for v, p in graded.groupby("variant", sort=False)}
+        base = counts.get(BASE)
+        for variant, table in counts.items():
+            solved = table["c"] > 0
+            low, high = metrics.bootstrap_ci(solved.to_numpy(dtype=float), n_boot)
+            row = {"variant": variant, "checker": checker, "coverage": solved.mean(), "lo": low, "hi": high}
+            row |= {"solved": int(solved.sum()), "n_problems": len(table)}
+            if base is not None and variant != BASE:
+                n = int(table["n"].iloc[0])
+                base_solved = base["c"].reindex(table.index) > 0
+                only_base = sorted(table.index[base_solved & ~solved])
+                only_variant = sorted(table.index[solved & ~base_solved])
+                row |= {
+                    "base_only": len(only_base),
+                    "variant_only": len(only_variant),
+                    "base_only_problems": _listed(only_base, base["c"], n),
+                    "variant_only_problems": _listed(only_variant, table["c"], n),
+                }
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "base_only" in frame:  # counts stay whole numbers beside the base's empty cells
+        frame[["base_only", "variant_only"]] = frame[["base_only", "variant_only"]].astype("Int64")
+    return frame
+
+
+def claim(crossover: pd.DataFrame, k_eval: int) -> Claim:
+    """Claim 1 at large k, by 08's rule for it: every trained variant's pass@n gain over the base (lenient, paired)
+    lies below `MUCH` (holds), one lies above it (does not hold), else inconclusive; the crossovers as evidence."""
+    part = crossover[crossover["checker"] == "lenient"]
+    if part.empty:
+        return Claim(
+            f"{LABEL} No method raises pass@k much at large k", "not tested (no trained variant)", "-"
+        )
+    n, m = int(part["n"].iloc[0]), int(part["n_problems"].iloc[0])
+    label = (
+        f"{LABEL} No method raises pass@{n} much (by {MUCH:.2f} or more, lenient checker; {m} test problems x "
+        f"{n} samples, 09_large_k; 08's k={k_eval} verdict below)"
+    )
+    each = [below(verdict(r["lo"], r["hi"], MUCH)) for _, r in part.iterrows()]
+    found = joint(each, f"inconclusive (an interval reaches +{MUCH:.2f})")
+    evidence = "; ".join(
+        f"{r['variant']} pass@{n} {r['pass@n diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], base above from "
+        f"k = {r['crossover']}"
+        for _, r in part.iterrows()
+    )
+    return Claim(label, found, evidence)
+
+
+def with_claim(claims: list[Claim] | pd.DataFrame, large: pd.DataFrame) -> pd.DataFrame:
+    """The claims table (claim, verdict, evidence) with claim 1's large-k row (`large`, one row) put just before
+    08's claim 1, replacing an earlier large-k row."""
+    frame = claims if isinstance(claims, pd.DataFrame) else pd.DataFrame([c.__dict__ for c in claims])
+    kept = frame[~frame["claim"].str.startswith(LABEL)].reset_index(drop=True)
+    first = kept.index[kept["claim"].str.startswith("1.")]
+    at = int(first[0]) if len(first) else 0
+    return pd.concat([kept.iloc[:at], large, kept.iloc[at:]], ignore_index=True)
+
+
+def with_saved_claim(run: Run, claims: list[Claim]) -> pd.DataFrame:
+    """08's claims table, with claim 1 at large k beside claim 1 once 09 has run on this run directory."""
+    path = run.root / TABLES["claim"]
+    frame = pd.DataFrame([c.__dict__ for c in claims])
+    return with_claim(frame, _read_csv(path)) if path.is_file() else frame
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False)  # an empty evidence cell stays "" (not NaN)
+
+
+def save(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
+    """Write the tables (`TABLES`'s names) as CSV under `eval/large_k/`, each atomically."""
+    return {
+        name: atomic_write_text(run.path(TABLES[name]), frame.to_csv(index=False))
+        for name, frame in tables.items()
+    }
+
+
+def report_section(run: Run) -> str | None:
+    """09's part of `REPORT.md`, from its saved tables and figures (None before 09 ran)."""
+    if not all((run.root / path).is_file() for path in TABLES.values()):
+        return None
+    crossover = pd.read_csv(run.root / TABLES["crossover"])
+    covered = _read_csv(run.root / TABLES["coverage"])
+    n, m = run.cfg.large_k_n, int(covered["n_problems"].iloc[0])
+    shown = ["variant", "checker", "pass@1 diff", "base pass@n", "variant pass@n", "pass@n diff", "lo", "hi"]
+    figures = sorted((run.root / "figures").glob(FIGURE.format(checker="*").removeprefix("figures/")))
+    parts = [
+        f"### Claim 1 at large k: pass@k to k = {n} (`09_large_k`)",
+        "",
+        f"The base and every variant answered {m} test problems (a seeded subset) {n} times each, with the "
+        "evaluation's engine, prompt and temperature. **Crossover**: the smallest k from which the base's pass@k "
+        "curve lies above the variant's for good, with its 95 % bootstrap interval over problems; *none up to n* "
+        "where the base never overtakes (a tie at 1.0 is no overtaking). Differences are variant minus base, paired.",
+        "",
+        evaluation.markdown_table(crossover[[*shown, "crossover"]].set_index("variant")),
+        "",
+        f"**Coverage** (solved at least once in {n}) and the problems only one of the two ever solves (right "
+        "samples out of n in brackets):",
+        "",
+        evaluation.markdown_table(covered.replace("", "-").set_index("variant")),
+        "",
+        *[f"![{p.stem}]({p.relative_to(run.root).as_posix()})" for p in figures],
+    ]
+    return "\n".join(parts).strip("\n")
+
+
+def update_report(run: Run, found: Claim) -> Path:
+    """Put claim 1 at large k into 08's `eval/claims.csv` and `REPORT.md` (its claims table and 09's part)."""
+    claims_path = run.require("eval/claims.csv", "08_evaluation")
+    report_path = run.require("REPORT.md", "08_evaluation")
+    table = with_claim(_read_csv(claims_path), pd.DataFrame([found.__dict__]))
+    section = report_section(run)
+    if section is None:
+        raise BadInput(
+            f"09's tables are not all in {run.root / 'eval' / 'large_k'}: save them first (`save`)."
+        )
+    text = report_path.read_text(encoding="utf-8")
+    text = evaluation.replace_block(
+        text, evaluation.CLAIMS_START, evaluation.CLAIMS_END, evaluation.claims_table(table), report_path
+    )
+    text = evaluation.replace_block(
+        text, evaluation.LARGE_K_START, evaluation.LARGE_K_END, section, report_path
+    )
+    atomic_write_text(claims_path, table.to_csv(index=False))
+    return atomic_write_text(report_path, text)

@@ -1,0 +1,211 @@
+"""Notebook 09's numbers: pass@k to large k, crossovers, coverage, claim 1 at large k and the report it rewrites."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from helpers import evaluation, large_k, plots, runs
+from helpers.evaluation import Claim
+from helpers.files import BadInput
+
+
+def graded_counts(counts: dict[str, list[int]], n: int) -> pd.DataFrame:
+    """Graded samples with `counts[variant][i]` right samples of `n` on problem i (same under both checkers)."""
+    rows = []
+    for variant, per_problem in counts.items():
+        for problem, c in enumerate(per_problem):
+            for idx in range(n):
+                right = idx < c
+                answer = "7" if right else "3"
+                rows.append(
+                    {
+                        "variant": variant,
+                        "problem_id": f"p{problem:02d}",
+                        "sample_idx": idx,
+                        "gold": "7",
+                        "strict_correct": right,
+                        "lenient_correct": right,
+                        "pred_strict": answer,
+                        "pred_lenient": answer,
+                        "has_format": True,
+                        "n_tokens": 10,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def exact_pass(n: int, c: int, k: int) -> float:
+    return 1 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def test_the_k_grid_doubles_up_to_n_and_ends_at_n() -> None:
+    assert large_k.k_grid(1) == [1]
+    assert large_k.k_grid(256) == [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    assert large_k.k_grid(100) == [1, 2, 4, 8, 16, 32, 64, 100]
+    with pytest.raises(ValueError, match="n=0"):
+        large_k.k_grid(0)
+
+
+def test_curves_are_the_unbiased_estimator_averaged_over_problems() -> None:
+    counts = [0, 1, 3, 16]
+    graded = graded_counts({"base": counts}, 16)
+    curves = large_k.curves(graded, n_boot=200)
+    lenient = curves[curves["checker"] == "lenient"].set_index("k")
+    assert list(lenient.index) == [1, 2, 4, 8, 16]
+    for k, row in lenient.iterrows():
+        assert row["pass@k"] == pytest.approx(np.mean([exact_pass(16, c, k) for c in counts]))
+        assert row["lo"] <= row["pass@k"] <= row["hi"]
+    assert lenient.loc[16, "pass@k"] == 0.75  # pass@n: solved at least once
+    assert set(curves["checker"]) == {"strict", "lenient"}
+
+
+def test_overtaken_from_is_the_first_k_from_which_the_base_stays_above() -> None:
+    diffs = np.array([[-0.1, 0.2, 0.3], [0.1, -0.2, 0.3], [0.1, 0.2, 0.0], [0.1, 0.1, 0.1]])
+    assert large_k.overtaken_from(diffs, [1, 2, 4]).tolist() == [2, 4, math.inf, 1]
+
+
+def test_the_base_overtakes_a_variant_that_only_sharpened_it() -> None:
+    """The variant always solves half the problems and never the rest; the base solves each with 2 of 16 samples:
+    above at k=1 for the variant, below from k=8 (pass@k of 2 in 16: 0.45 at k=4, 0.77 at k=8)."""
+    graded = graded_counts({"base": [2] * 20, "SFT_1": [16] * 10 + [0] * 10}, 16)
+    table = large_k.crossovers(graded, n_boot=300).set_index("checker").loc["lenient"]
+    assert table["crossover_k"] == 8
+    assert table["crossover_lo"] <= 8 <= table["crossover_hi"]
+    assert table["crossover"].startswith("8 [")
+    assert table["pass@1 diff"] == pytest.approx(0.5 - 2 / 16)
+    assert table["pass@n diff"] == pytest.approx(-0.5) and table["hi"] < 0
+    assert (table["base pass@n"], table["variant pass@n"]) == (1.0, 0.5)
+
+
+def test_no_crossover_when_the_variant_stays_above_or_ties() -> None:
+    graded = graded_counts({"base": [1] * 6 + [0] * 2, "SFT_1": [16] * 8}, 16)
+    table = large_k.crossovers(graded, n_boot=100).set_index("checker").loc["lenient"]
+    assert np.isnan(table["crossover_k"]) and np.isnan(table["crossover_hi"])
+    assert table["crossover"] == "none up to 16 [none, none]"
+    tie = graded_counts({"base": [2] * 8, "SFT_1": [16] * 8}, 16)  # both reach 1.0 at k=16: no overtaking
+    assert large_k.crossovers(tie, n_boot=100)["crossover"].iloc[0].startswith("none up to 16")
+
+
+def test_coverage_lists_the_problems_only_one_of_the_two_solves_with_their_counts() -> None:
+    graded = graded_counts({"base": [3, 0, 1, 0], "SFT_1": [0, 5, 2, 0]}, 8)
+    table = large_k.coverage(graded, n_boot=100)
+    lenient = table[table["checker"] == "lenient"].set_index("variant")
+    assert lenient.loc["base", "coverage"] == 0.5 and lenient.loc["SFT_1", "solved"] == 2
+    row = lenient.loc["SFT_1"]
+    assert (row["base_only"], row["variant_only"]) == (1, 1)
+    assert row["base_only_problems"] == "p00 (3/8)" and row["variant_only_problems"] == "p01 (5/8)"
+    assert pd.isna(lenient.loc["base", "base_only"])
+
+
+def test_samples_of_other_problems_or_sizes_are_refused() -> None:
+    graded = graded_counts({"base": [1, 2], "SFT_1": [1, 2, 3]}, 4)
+    with pytest.raises(ValueError, match="different problems"):
+        large_k.crossovers(graded, n_boot=10)
+    uneven = graded_counts({"base": [1, 2]}, 4).iloc[:-1]
+    with pytest.raises(ValueError, match="sample every problem n times"):
+        large_k.curves(uneven, n_boot=10)
+
+
+def test_claim_1_at_large_k_uses_the_rule_of_claim_1() -> None:
+    sharpened = graded_counts({"base": [2] * 20, "SFT_1": [16] * 10 + [0] * 10}, 16)
+    found = large_k.claim(large_k.crossovers(sharpened, n_boot=200), k_eval=4)
+    assert found.claim.startswith(large_k.LABEL) and "pass@16" in found.claim and "k=4" in found.claim
+    assert found.verdict == evaluation.HOLDS and "SFT_1 pass@16 -0.500" in found.evidence
+    widened = graded_counts({"base": [1] * 10 + [0] * 30, "SFT_1": [4] * 40}, 16)
+    assert large_k.claim(large_k.crossovers(widened, n_boot=200), 4).verdict == evaluation.FAILS
+    only_base = graded_counts({"base": [1, 2]}, 4)
+    assert large_k.claim(large_k.crossovers(only_base, n_boot=10), 4).verdict.startswith("not tested")
+
+
+def test_the_large_k_row_goes_before_claim_1_once() -> None:
+    claims = [Claim("1. No method", "holds", "x"), Claim("2. SFT", "holds", "y")]
+    large = pd.DataFrame([Claim(f"{large_k.LABEL} at 16", "does not hold", "z").__dict__])
+    merged = large_k.with_claim(claims, large)
+    assert list(merged["claim"]) == [f"{large_k.LABEL} at 16", "1. No method", "2. SFT"]
+    again = large_k.with_claim(merged, large.assign(verdict="holds"))
+    assert list(again["claim"]) == list(merged["claim"]) and again["verdict"].iloc[0] == "holds"
+
+
+def test_the_subset_is_seeded_and_inside_the_test_problems(tmp_path: Path) -> None:
+    run = runs.open_run(tmp_path / "a", "smoke", {"n_test": 4, "large_k_problems": 3})
+    subset = large_k.problems(run)
+    test_ids = run.problems("test")["id"]
+    assert len(subset) == 3 and set(subset["id"]) < set(test_ids)
+    assert [i for i in test_ids if i in set(subset["id"])] == subset["id"]  # in test-set order
+    again = runs.open_run(tmp_path / "b", "smoke", {"n_test": 4, "large_k_problems": 3})
+    assert large_k.problems(again)["id"] == subset["id"]
+    whole = runs.open_run(
+        tmp_path / "c", "smoke", {"n_test": 4, "large_k_problems": 9}
+    )  # more than there are
+    assert large_k.problems(whole)["id"] == whole.problems("test")["id"]
+
+
+def _saved_run(tmp_path: Path) -> runs.Run:
+    """A run where 08 wrote its claims and report and 09 saved its tables and a figure."""
+    run = runs.open_run(tmp_path / "run", "smoke")
+    graded = graded_counts({"base": [2] * 6, "SFT_1": [16] * 3 + [0] * 3}, 16)
+    claims = pd.DataFrame(
+        [Claim("1. No method", "holds", "x").__dict__, Claim("2. SFT", "holds", "").__dict__]
+    )
+    claims.to_csv(run.path("eval/claims.csv"), index=False)
+    report = "\n".join(
+        [
+            "# Report",
+            evaluation.CLAIMS_START,
+            evaluation.claims_table(claims),
+            evaluation.CLAIMS_END,
+            "",
+            evaluation.LARGE_K_START,
+            evaluation.LARGE_K_PENDING,
+            evaluation.LARGE_K_END,
+            "## Results",
+        ]
+    )
+    run.path("REPORT.md").write_text(report + "\n")
+    curves, crossover = large_k.curves(graded, n_boot=50), large_k.crossovers(graded, n_boot=50)
+    found = large_k.claim(crossover, run.cfg.k)
+    tables = {"curves": curves, "crossover": crossover, "coverage": large_k.coverage(graded, n_boot=50)}
+    large_k.save(run, {**tables, "claim": pd.DataFrame([found.__dict__])})
+    plots.save(plots.large_k_curves(curves, "lenient"), run.path(large_k.FIGURE.format(checker="lenient")))
+    return run
+
+
+def test_update_report_puts_both_claim_1_verdicts_and_09s_part_in_the_report(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path)
+    found = large_k.claim(pd.read_csv(run.root / large_k.TABLES["crossover"]), run.cfg.k)
+    large_k.update_report(run, found)
+    large_k.update_report(run, found)  # a rerun replaces, never adds
+    claims = pd.read_csv(run.root / "eval" / "claims.csv", keep_default_na=False)
+    assert list(claims["claim"]) == [found.claim, "1. No method", "2. SFT"]
+    text = (run.root / "REPORT.md").read_text()
+    assert text.count(found.claim) == 1 and "| 1. No method | holds | x |" in text
+    assert evaluation.LARGE_K_PENDING not in text and "### Claim 1 at large k" in text
+    assert "figures/09_pass_at_k_lenient.png" in text and "p03 (2/16), p04 (2/16), p05 (2/16)" in text
+    assert text.endswith("## Results\n")
+    assert large_k.report_section(run) in text  # 08 rewrites the same part from the saved files
+
+
+def test_update_report_refuses_a_report_without_its_markers(tmp_path: Path) -> None:
+    run = _saved_run(tmp_path)
+    (run.root / "REPORT.md").write_text("# Report of an older version\n")
+    before = (run.root / "eval" / "claims.csv").read_bytes()
+    with pytest.raises(BadInput, match="Rerun 08"):
+        large_k.update_report(run, Claim(f"{large_k.LABEL} x", "holds", "-"))
+    assert (run.root / "eval" / "claims.csv").read_bytes() == before  # nothing half-written
+
+
+def test_the_large_k_figure_has_a_log_k_axis_and_every_variant() -> None:
+    graded = graded_counts({"base": [2] * 4, "SFT_1": [16, 0, 0, 0]}, 16)
+    fig = plots.large_k_curves(large_k.curves(graded, n_boot=20), "strict")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "base",
+        "SFT_1",
+    ]
+    with pytest.raises(ValueError, match="no judge rows"):
+        plots.large_k_curves(large_k.curves(graded, n_boot=20), "judge")
