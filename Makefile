@@ -35,7 +35,8 @@ test: lint
 smoke: setup
 	$(BIN)/python -m helpers.pipeline run --profile smoke --run-dir $(RUN_DIR)
 
-# The CPU study: the whole series at a size whose intervals decide (82 minutes on 2 cores). Its results are in
+# The CPU study: the whole series at a size whose intervals decide (82 minutes on 2 cores for 01-08, about 30 more
+# for 09, estimated). Its results are in
 # the README ("What the series finds"); `python -m helpers.study publish $(STUDY_DIR)` puts a new run's there.
 STUDY_DIR ?= outputs/cpu-study
 study: setup

@@ -271,6 +271,10 @@ GPU_PROFILES = ("gpu-smoke", "colab-t4", "full")
 
 
 FIELDS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+# Settings that only 09_large_k reads, outside a run's identity (its config hash): a run made before they existed,
+# or continued with other values, keeps every other step's outputs, and 09 reruns with the new values, keeping its
+# samples (each sample has its own seed, and a larger subset of the test problems contains the smaller one).
+LATER_STEP_SETTINGS = ("large_k_n", "large_k_problems")
 # Each setting's type, and the settings that may be None ("all"), read from RunConfig's annotations.
 TYPES = {
     f.name: {"int": int, "float": float, "str": str, "bool": bool}[f.type.removesuffix(" | None")]
@@ -376,8 +380,12 @@ def check_setting(key: str, value: Any) -> Any:
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
-    """A config back from `to_dict` output (extra keys such as the hash are ignored)."""
-    return RunConfig(**{key: value for key, value in values.items() if key in FIELDS})
+    """A config back from `to_dict` output (extra keys such as the hash are ignored). `LATER_STEP_SETTINGS` it
+    lacks (a run made before they existed) come from its profile."""
+    later = {}
+    if values.get("profile") in PROFILES:
+        later = {key: getattr(PROFILES[values["profile"]], key) for key in LATER_STEP_SETTINGS}
+    return RunConfig(**{**later, **{key: value for key, value in values.items() if key in FIELDS}})
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -385,9 +393,19 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def identity(cfg: RunConfig) -> dict[str, Any]:
+    """The settings that make a run what it is: all but `LATER_STEP_SETTINGS`."""
+    return {key: value for key, value in to_dict(cfg).items() if key not in LATER_STEP_SETTINGS}
+
+
+def later_settings(cfg: RunConfig) -> dict[str, Any]:
+    """The `LATER_STEP_SETTINGS` of a config."""
+    return {key: getattr(cfg, key) for key in LATER_STEP_SETTINGS}
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """A short stable hash of every setting: outputs of two configs never share a run directory."""
-    return hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    """A short stable hash of a run's `identity`: outputs of two configs never share a run directory."""
+    return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 
 def diff(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, Any]]:

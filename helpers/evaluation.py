@@ -510,15 +510,14 @@ LARGE_K_PENDING = (
 )
 
 
-def replace_block(text: str, start: str, end: str, body: str, where: Path) -> str:
+def replace_block(text: str, start: str, end: str, body: str, where: Path, fix: str) -> str:
     """`text` with what lies between the lines `start` and `end` replaced by `body`; missing markers raise
-    `BadInput` naming `where` (a report written by an older version: rerun 08)."""
+    `BadInput` naming `where` and `fix` (a report written by an older version of 08)."""
     head, found_start, rest = text.partition(start)
     _, found_end, tail = rest.partition(end)
     if not found_start or not found_end:
         raise BadInput(
-            f"{where} has no {start!r} ... {end!r} part (written by an older version of 08_evaluation). Rerun 08 "
-            "(python -m helpers.pipeline run ... --only 08 --force), then this step."
+            f"{where} has no {start!r} ... {end!r} part (written by an older version of 08_evaluation). {fix}"
         )
     return f"{head}{start}\n{body}\n{end}{tail}"
 

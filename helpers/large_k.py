@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 TABLES = {name: f"eval/large_k/{name}.csv" for name in ("curves", "crossover", "coverage", "claim")}
 FIGURE = "figures/09_pass_at_k_{checker}.png"
+REPORTED = ("strict", "lenient")  # the checkers of REPORT.md's large-k tables (the CSVs have every one)
 LABEL = "1 at large k."  # how claim 1's large-k row starts in the claims table (08's row starts "1. ")
 EPS = 1e-12  # "above": by more than rounding (two curves that both reach 1.0 tie)
 
@@ -118,18 +119,21 @@ def curves(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
 
 
 def overtaken_from(diffs: np.ndarray, ks: list[int]) -> np.ndarray:
-    """For each row of `diffs` (base minus variant at each k of `ks`): the smallest k from which every difference
-    is above 0, or inf where the base is not above at k = n ("none up to n")."""
-    above = np.asarray(diffs) > EPS
-    from_here = np.flip(np.logical_and.accumulate(np.flip(above, -1), -1), -1)
+    """For each row of `diffs` (base minus variant at each k of `ks`): the smallest k at which the base lies above
+    and from which it never lies below again (a tie after it, such as both at 1.0, keeps it), or inf where there is
+    none ("none up to n": the base never overtakes; curves that only meet or tie never cross)."""
+    diffs = np.asarray(diffs)
+    never_below = np.flip(np.logical_and.accumulate(np.flip(diffs >= -EPS, -1), -1), -1)
+    from_here = (diffs > EPS) & never_below
     return np.where(from_here.any(-1), np.asarray(ks, dtype=float)[from_here.argmax(-1)], np.inf)
 
 
 def describe_crossover(k: float, low: float, high: float, n: int) -> str:
-    """'8 [4, 16]', or 'none up to 16 [8, none]': inf (or NaN, as a CSV gives it back) is "none up to n"."""
+    """'8 [4, 16]'; 'none up to 16 [8, >16]' where the base never overtakes: inf (or NaN, as a CSV gives it back)
+    is "none up to n" as the point and ">n" as a bound."""
 
     def show(value: float) -> str:
-        return "none" if not np.isfinite(value) else str(int(value))
+        return f">{n}" if not np.isfinite(value) else str(int(value))
 
     point = f"none up to {n}" if not np.isfinite(k) else str(int(k))
     return f"{point} [{show(low)}, {show(high)}]"
@@ -154,9 +158,10 @@ CROSSOVER_COLUMNS = [
 
 
 def crossovers(graded: pd.DataFrame, n_boot: int = 1000, seed: int = metrics.BOOT_SEED) -> pd.DataFrame:
-    """Per trained variant and checker: where the base's pass@k curve overtakes it for good (the smallest k from
-    which the base lies above, with a 95 % bootstrap interval over problems; "none up to n" where it never does),
-    and the paired differences at k = 1 and k = n (variant minus base)."""
+    """Per trained variant and checker: where the base's pass@k curve overtakes it for good (`overtaken_from`, with a
+    95 % bootstrap interval over problems: percentiles of the resampled crossovers, each an actual k of the grid;
+    "none up to n" where the base never overtakes), and the paired differences at k = 1 and k = n (variant minus
+    base)."""
     rows = []
     for checker in metrics.checkers_in(graded):
         ks, tables = _tables(graded, checker)
@@ -169,8 +174,9 @@ def crossovers(graded: pd.DataFrame, n_boot: int = 1000, seed: int = metrics.BOO
             diffs = (base - table).to_numpy()
             rng = np.random.default_rng(seed)
             picks = rng.integers(0, len(diffs), size=(n_boot, len(diffs)))
-            resampled = np.sort(overtaken_from(diffs[picks].mean(axis=1), ks))
-            low, high = resampled[int(0.025 * (n_boot - 1))], resampled[int(np.ceil(0.975 * (n_boot - 1)))]
+            resampled = overtaken_from(diffs[picks].mean(axis=1), ks)
+            low = np.quantile(resampled, 0.025, method="lower")
+            high = np.quantile(resampled, 0.975, method="higher")
             point = overtaken_from(diffs.mean(axis=0), ks)[()]
             first, *_ = metrics.paired_bootstrap_diff(table[ks[0]], base[ks[0]], n_boot, seed)
             gain, gain_lo, gain_hi = metrics.paired_bootstrap_diff(table[ks[-1]], base[ks[-1]], n_boot, seed)
@@ -205,7 +211,8 @@ def _listed(ids: list[str], counts: pd.Series, n: int) -> str:
 def coverage(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """Per variant and checker: the share of problems solved at least once in n samples (95 % interval over
     problems), and against the base the problems only one of the two ever solves, with each one's count of right
-    samples (`base_only`: the base solves them, the variant never; `variant_only`: the reverse)."""
+    samples (`base_only`: the base solves them, the variant never; `variant_only`: the reverse), and the share of
+    problems only the variant solves with its interval (`variant_only_share`, `_lo`, `_hi`: claim 1 at large k)."""
     rows = []
     for checker in metrics.checkers_in(graded):
         counts = {v: metrics.per_problem(p, checker) for v, p in graded.groupby("variant", sort=False)}
@@ -220,9 +227,14 @@ def coverage(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
                 base_solved = base["c"].reindex(table.index) > 0
                 only_base = sorted(table.index[base_solved & ~solved])
                 only_variant = sorted(table.index[solved & ~base_solved])
+                reached = (solved & ~base_solved).to_numpy(dtype=float)
+                share_lo, share_hi = metrics.bootstrap_ci(reached, n_boot)
                 row |= {
                     "base_only": len(only_base),
                     "variant_only": len(only_variant),
+                    "variant_only_share": reached.mean(),
+                    "variant_only_lo": share_lo,
+                    "variant_only_hi": share_hi,
                     "base_only_problems": _listed(only_base, base["c"], n),
                     "variant_only_problems": _listed(only_variant, table["c"], n),
                 }
@@ -233,26 +245,39 @@ def coverage(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     return frame
 
 
-def claim(crossover: pd.DataFrame, k_eval: int) -> Claim:
-    """Claim 1 at large k, by 08's rule for it: every trained variant's pass@n gain over the base (lenient, paired)
-    lies below `MUCH` (holds), one lies above it (does not hold), else inconclusive; the crossovers as evidence."""
-    part = crossover[crossover["checker"] == "lenient"]
+def claim(
+    crossover: pd.DataFrame, covered: pd.DataFrame, k_eval: int, missing: list[str] | tuple[str, ...] = ()
+) -> Claim:
+    """Claim 1 at large k: what a variant reaches, the base reaches. Judged by the verdict rules on the share of
+    problems a variant solves in n samples and the base never does (lenient, 95 % interval over problems): holds
+    when that share lies below `MUCH` for every trained variant, does not hold when it lies above for one, else
+    inconclusive. This share is at least the net pass@n gain (a variant may also lose problems), so it is the
+    stricter reading of "can already reach"; the pass@n differences and the crossovers are the evidence beside it.
+    `missing`: variants not trained yet, named in the evidence (the verdict covers the others)."""
+    part = crossover[crossover["checker"] == "lenient"].set_index("variant")
+    reach = covered[(covered["checker"] == "lenient") & (covered["variant"] != BASE)].set_index("variant")
     if part.empty:
         return Claim(
-            f"{LABEL} No method raises pass@k much at large k", "not tested (no trained variant)", "-"
+            f"{LABEL} What a variant reaches, the base reaches", "not tested (no trained variant)", "-"
         )
     n, m = int(part["n"].iloc[0]), int(part["n_problems"].iloc[0])
     label = (
-        f"{LABEL} No method raises pass@{n} much (by {MUCH:.2f} or more, lenient checker; {m} test problems x "
-        f"{n} samples, 09_large_k; 08's k={k_eval} verdict below)"
+        f"{LABEL} What a variant reaches, the base reaches: no variant solves a share of {MUCH:.2f} or more of the "
+        f"problems the base never solves (lenient; {m} test problems x {n} samples, 09_large_k; 08's k={k_eval} "
+        "verdict below)"
     )
-    each = [below(verdict(r["lo"], r["hi"], MUCH)) for _, r in part.iterrows()]
-    found = joint(each, f"inconclusive (an interval reaches +{MUCH:.2f})")
+    rows = reach.loc[part.index]
+    each = [below(verdict(r["variant_only_lo"], r["variant_only_hi"], MUCH)) for _, r in rows.iterrows()]
+    found = joint(each, f"inconclusive (an interval reaches {MUCH:.2f})")
     evidence = "; ".join(
-        f"{r['variant']} pass@{n} {r['pass@n diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}], base above from "
-        f"k = {r['crossover']}"
-        for _, r in part.iterrows()
+        f"{v} reaches {int(rows.loc[v, 'variant_only'])} the base never does, "
+        f"{rows.loc[v, 'variant_only_share']:.3f} [{rows.loc[v, 'variant_only_lo']:.3f}, "
+        f"{rows.loc[v, 'variant_only_hi']:.3f}] (the base {int(rows.loc[v, 'base_only'])} it never does), "
+        f"pass@{n} {r['pass@n diff']:+.3f}, crossover {r['crossover']}"
+        for v, r in part.iterrows()
     )
+    if missing:
+        evidence += f"; not trained, not tested: {', '.join(missing)}"
     return Claim(label, found, evidence)
 
 
@@ -266,11 +291,28 @@ def with_claim(claims: list[Claim] | pd.DataFrame, large: pd.DataFrame) -> pd.Da
     return pd.concat([kept.iloc[:at], large, kept.iloc[at:]], ignore_index=True)
 
 
+def has_run(run: Run) -> bool:
+    """Whether 09 saved every table of its in this run directory (what the pipeline counts as its outputs)."""
+    return all((run.root / path).is_file() for path in TABLES.values())
+
+
 def with_saved_claim(run: Run, claims: list[Claim]) -> pd.DataFrame:
     """08's claims table, with claim 1 at large k beside claim 1 once 09 has run on this run directory."""
-    path = run.root / TABLES["claim"]
     frame = pd.DataFrame([c.__dict__ for c in claims])
-    return with_claim(frame, _read_csv(path)) if path.is_file() else frame
+    return with_claim(frame, _read_csv(run.root / TABLES["claim"])) if has_run(run) else frame
+
+
+def check_ready(run: Run) -> None:
+    """Before any sampling: 08's claims table and a report with the parts 09 rewrites are there (else the error
+    names the step to run)."""
+    report = run.require("REPORT.md", "08_evaluation")
+    run.require("eval/claims.csv", "08_evaluation")
+    text = report.read_text(encoding="utf-8")
+    for start, end in (
+        (evaluation.CLAIMS_START, evaluation.CLAIMS_END),
+        (evaluation.LARGE_K_START, evaluation.LARGE_K_END),
+    ):
+        evaluation.replace_block(text, start, end, "", report, _rerun_08(run))
 
 
 def _read_csv(path: Path) -> pd.DataFrame:
@@ -287,20 +329,26 @@ def save(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
 
 def report_section(run: Run) -> str | None:
     """09's part of `REPORT.md`, from its saved tables and figures (None before 09 ran)."""
-    if not all((run.root / path).is_file() for path in TABLES.values()):
+    if not has_run(run):
         return None
     crossover = pd.read_csv(run.root / TABLES["crossover"])
     covered = _read_csv(run.root / TABLES["coverage"])
     n, m = run.cfg.large_k_n, int(covered["n_problems"].iloc[0])
     shown = ["variant", "checker", "pass@1 diff", "base pass@n", "variant pass@n", "pass@n diff", "lo", "hi"]
+    crossover = crossover[crossover["checker"].isin(REPORTED)]
+    covered = covered[covered["checker"].isin(REPORTED)].drop(
+        columns=["variant_only_share", "variant_only_lo", "variant_only_hi"], errors="ignore"
+    )
     figures = sorted((run.root / "figures").glob(FIGURE.format(checker="*").removeprefix("figures/")))
     parts = [
         f"### Claim 1 at large k: pass@k to k = {n} (`09_large_k`)",
         "",
         f"The base and every variant answered {m} test problems (a seeded subset) {n} times each, with the "
-        "evaluation's engine, prompt and temperature. **Crossover**: the smallest k from which the base's pass@k "
-        "curve lies above the variant's for good, with its 95 % bootstrap interval over problems; *none up to n* "
-        "where the base never overtakes (a tie at 1.0 is no overtaking). Differences are variant minus base, paired.",
+        "evaluation's engine, prompt and temperature. **Crossover**: the smallest k at which the base's pass@k "
+        "curve lies above the variant's and from which it never lies below again, with its 95 % bootstrap interval "
+        "over problems; *none up to n* (>n as a bound) where the base never overtakes (curves that only meet or "
+        "tie do not cross). Differences are variant minus base, paired. Strict and lenient checkers here; "
+        "`eval/large_k/` has lm-eval's readings too.",
         "",
         evaluation.markdown_table(crossover[[*shown, "crossover"]].set_index("variant")),
         "",
@@ -314,6 +362,13 @@ def report_section(run: Run) -> str | None:
     return "\n".join(parts).strip("\n")
 
 
+def _rerun_08(run: Run) -> str:
+    return (
+        f"Rerun 08 (python -m helpers.pipeline run --profile {run.cfg.profile} --run-dir {run.root} --only 08 "
+        "--force), then 09."
+    )
+
+
 def update_report(run: Run, found: Claim) -> Path:
     """Put claim 1 at large k into 08's `eval/claims.csv` and `REPORT.md` (its claims table and 09's part)."""
     claims_path = run.require("eval/claims.csv", "08_evaluation")
@@ -325,11 +380,13 @@ def update_report(run: Run, found: Claim) -> Path:
             f"09's tables are not all in {run.root / 'eval' / 'large_k'}: save them first (`save`)."
         )
     text = report_path.read_text(encoding="utf-8")
+    claims_part = evaluation.claims_table(table)
+    fix = _rerun_08(run)
     text = evaluation.replace_block(
-        text, evaluation.CLAIMS_START, evaluation.CLAIMS_END, evaluation.claims_table(table), report_path
+        text, evaluation.CLAIMS_START, evaluation.CLAIMS_END, claims_part, report_path, fix
     )
     text = evaluation.replace_block(
-        text, evaluation.LARGE_K_START, evaluation.LARGE_K_END, section, report_path
+        text, evaluation.LARGE_K_START, evaluation.LARGE_K_END, section, report_path, fix
     )
     atomic_write_text(claims_path, table.to_csv(index=False))
     return atomic_write_text(report_path, text)

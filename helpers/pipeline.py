@@ -37,6 +37,7 @@ class Step:
     number: str
     name: str
     outputs: tuple[str, ...]  # what the step writes; all present (for the same config) means done
+    reads: tuple[str, ...] = ()  # the `config.LATER_STEP_SETTINGS` it reads: done only for the same values
 
     @property
     def notebook(self) -> Path:
@@ -73,7 +74,8 @@ STEPS = (
     Step(
         "09",
         "09_large_k",
-        ("eval/large_k/crossover.csv", "eval/large_k/coverage.csv", "eval/large_k/claim.csv"),
+        tuple(f"eval/large_k/{name}.csv" for name in ("curves", "crossover", "coverage", "claim")),
+        reads=config.LATER_STEP_SETTINGS,
     ),
 )
 
@@ -127,9 +129,15 @@ def _prepare(run_dir: Path, profile: str, overrides: dict[str, Any], force: bool
     return runs.open_run(run_dir, profile, overrides).cfg
 
 
-def _is_done(run_dir: Path, step: Step, timings: dict[str, Any], cfg_hash: str) -> bool:
+def _step_settings(step: Step, cfg: config.RunConfig) -> dict[str, Any]:
+    return {key: getattr(cfg, key) for key in step.reads}
+
+
+def _is_done(run_dir: Path, step: Step, timings: dict[str, Any], cfg: config.RunConfig) -> bool:
     entry = timings.get(step.name, {})
-    return entry.get("config_hash") == cfg_hash and all((run_dir / o).exists() for o in step.outputs)
+    same = entry.get("config_hash") == config.config_hash(cfg)
+    same = same and entry.get("settings", {}) == _step_settings(step, cfg)
+    return same and all((run_dir / o).exists() for o in step.outputs)
 
 
 def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any]) -> Path:
@@ -217,7 +225,7 @@ def _run_steps(
         if not step.notebook.exists():
             log.info("%s: no notebook yet (%s), skipped", step.name, step.notebook.name)
             continue
-        if not force and _is_done(run_dir, step, timings, cfg_hash):
+        if not force and _is_done(run_dir, step, timings, cfg):
             log.info("%s: done earlier for config %s, skipped", step.name, cfg_hash)
             continue
         log.info("%s: running ...", step.name)
@@ -225,6 +233,8 @@ def _run_steps(
         start = time.perf_counter()
         executed = _execute(step, run_dir, profile, overrides)
         timings[step.name] = {"wall_s": round(time.perf_counter() - start, 1), "config_hash": cfg_hash}
+        if step.reads:
+            timings[step.name]["settings"] = _step_settings(step, cfg)
         atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
         log.info("%s: %s s, executed notebook: %s", step.name, timings[step.name]["wall_s"], executed)
     return timings

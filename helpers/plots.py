@@ -154,25 +154,35 @@ def pass_at_k_curves(results: pd.DataFrame, title: str = "pass@k on the test set
 
 
 def large_k_curves(curves: pd.DataFrame, checker: str) -> Figure:
-    """pass@k to large k on a log-k axis for one checker, every variant on one figure with its 95 % band and the
-    base in black (a `large_k.curves` table): where the base's line passes a variant's is the crossover."""
+    """pass@k to large k on a log-k axis for one checker (a `large_k.curves` table): the base in black with its 95 %
+    band, every variant on the same figure with its 95 % interval as error bars, each nudged sideways a little so
+    that curves which coincide stay visible. Where the black line passes a variant's is the crossover."""
     part = curves[curves["checker"] == checker]
     if part.empty:
         raise ValueError(f"large_k_curves: no {checker} rows in the curves table.")
     ks = sorted(part["k"].unique())
-    fig = InlineFigure(figsize=(7.5, 4.2))
+    fig = InlineFigure(figsize=(8, 4.4))
     ax = fig.subplots()
-    for variant, rows in part.groupby("variant", sort=False):
-        base = variant == "base"
-        style = {"color": "black", "linewidth": 2.5, "zorder": 3} if base else {"linewidth": 1.3}
-        line = ax.plot(rows["k"], rows["pass@k"], marker="o", markersize=3, label=variant, **style)[0]
-        ax.fill_between(
-            rows["k"], rows["lo"], rows["hi"], color=line.get_color(), alpha=0.25 if base else 0.08
-        )
+    variants = list(dict.fromkeys(part["variant"]))
+    others = [v for v in variants if v != "base"]
+    for variant in variants:
+        rows = part[part["variant"] == variant]
+        if variant == "base":
+            ax.fill_between(rows["k"], rows["lo"], rows["hi"], color="black", alpha=0.12, label="base 95 %")
+            ax.plot(
+                rows["k"], rows["pass@k"], color="black", linewidth=2.5, marker="o", label="base", zorder=3
+            )
+            continue
+        nudge = 2 ** (0.12 * (others.index(variant) - (len(others) - 1) / 2) / max(len(others), 1))
+        errors = [rows["pass@k"] - rows["lo"], rows["hi"] - rows["pass@k"]]
+        ax.errorbar(
+            rows["k"] * nudge, rows["pass@k"], yerr=errors, marker="o", markersize=3, capsize=2, linewidth=1.2,
+            elinewidth=0.7, alpha=0.85, label=variant,
+        )  # fmt: skip
     ax.set_xscale("log", base=2)
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.set(xlabel="k (log scale)", ylabel="pass@k", ylim=(0, 1.02))
-    ax.set_title(f"pass@k to k={ks[-1]}, {checker} checker (95 % bands over problems)")
+    ax.set_title(f"pass@k to k={ks[-1]}, {checker} checker (95 % intervals over problems)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.tight_layout()
     return fig

@@ -134,7 +134,7 @@ def read_config(path: Path) -> dict[str, Any] | None:
             config.check_setting(key, found[key])
         if not re.fullmatch(r"[0-9a-f]{12}", str(found.get("config_hash"))):
             raise ValueError(f"config_hash={found.get('config_hash')!r}, not the hash of its settings.")
-        if set(found) >= config.FIELDS:
+        if set(found) >= config.FIELDS - set(config.LATER_STEP_SETTINGS):
             cfg = config.resolve(found["profile"], config.from_dict(found))
             if config.config_hash(cfg) != found["config_hash"]:
                 raise ValueError(
@@ -190,8 +190,15 @@ def open_run(
         if found is None:
             for sub in SUBDIRS:
                 (root / sub).mkdir(parents=True, exist_ok=True)
+        later = config.later_settings(cfg)
+        if found is None or any(key not in found or found[key] != value for key, value in later.items()):
+            started = config_path.stat().st_mtime if found is not None else 0.0
             wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
             atomic_write_text(config_path, json.dumps(wanted, indent=2) + "\n")
+            if found is not None:  # settings only 09 reads: the run keeps its outputs, 09 reruns with these
+                log.info("%s: 09's settings are now %s", config_path, later)
+                # its time stays the run's start (`study.publish` checks the commit against it)
+                os.utime(config_path, (started, started))
     except BaseException:
         if not held_before:
             run_lock.release(root)
@@ -216,7 +223,10 @@ def _settings(
             f"{root} was made with other settings (profile: {found.get('profile')!r} -> {profile!r}). Outputs of "
             "two configs are never mixed: use a new run directory, or rerun the pipeline with --force."
         )
-    lacking = sorted(config.FIELDS - set(found)) if found is not None else []
+    later = set(
+        config.LATER_STEP_SETTINGS
+    )  # not the run's identity: given or from the profile (`config.from_dict`)
+    lacking = sorted(config.FIELDS - later - set(found)) if found is not None else []
     if lacking:
         raise ConfigMismatch(
             f"{config_path} was written by an earlier version of the series: it lacks the settings {lacking}, added "
@@ -226,8 +236,8 @@ def _settings(
         )
     cfg = config.resolve(profile, config.from_dict(found) if found is not None else None, **given)
     if found is not None:
-        wanted = {**config.to_dict(cfg), "config_hash": config.config_hash(cfg)}
-        differing = config.diff(found, wanted)
+        wanted = {**config.identity(cfg), "config_hash": config.config_hash(cfg)}
+        differing = config.diff({key: value for key, value in found.items() if key not in later}, wanted)
         if differing:
             details = ", ".join(f"{key}: {old!r} -> {new!r}" for key, old, new in _rows(differing))
             raise ConfigMismatch(

@@ -38,7 +38,10 @@ COPIED = (
     *(f"eval/{name}" for name in TABLES),
     *large_k.TABLES.values(),
 )
-FIGURES = ("figures/08_*.png", "figures/09_*.png")  # every figure of 08 and 09; the README shows three
+FIGURES = (
+    "figures/08_*.png",
+    "figures/09_*.png",
+)  # every figure of 08 and 09; the README shows 2 of 08, 1 of 09
 SHOWN = {
     "figures/08_pass_at_k.png": "pass@k for k = 1 to {k}, every variant, under each checker",
     "figures/08_format_breakdown.png": "right vs formatted: the share of samples in each combination",
@@ -259,10 +262,13 @@ def _large_k_part(published: Path, settings: dict, where: str) -> list[str]:
         return [
             f"This run predates `09_large_k` (claim 1 tested at large k): it has no large-k verdict, and the "
             f"settings added since ({', '.join(added) or 'none'}) are not in its config. `make study` now runs 09 "
-            "too; the next publish shows its crossovers here.",
+            "too (on this run's directory, 09 alone: they are not part of a run's identity); the next publish "
+            "shows its crossovers here.",
         ]
     table = pd.read_csv(crossover)
     table = table[table["checker"] == "lenient"]
+    if table.empty:
+        return ["`09_large_k` ran with no trained variant to set beside the base."]
     shown = [
         "variant",
         "pass@1 diff",

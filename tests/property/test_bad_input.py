@@ -530,7 +530,7 @@ COMMAND_CASES = [
     pytest.param("new", ["-p", "seed=" + "-" * 10**5 + "1"], "Setting seed='---", id="cli-seed-deep-literal"),
     pytest.param("new", ["-p", "colour=red"], "Unknown setting(s) ['colour']", id="cli-unknown-setting"),
     pytest.param("new", ["-p", "k"], "Override 'k' is not key=value", id="cli-not-key-value"),
-    pytest.param("new", ["--only", "09"], "Unknown step '09'", id="cli-unknown-step"),
+    pytest.param("new", ["--only", "10"], "Unknown step '10'", id="cli-unknown-step"),
     pytest.param("file", [], "is a file", id="cli-run-dir-a-file"),
     pytest.param(
         "run", ["-p", "n_train=4"], "other settings (n_train: 16 -> 4)", id="cli-run-of-other-settings"

@@ -77,3 +77,11 @@ def test_a_grpo_that_would_run_no_step_is_refused_before_anything_loads() -> Non
     ):
         config.resolve("smoke", k=2, grpo_max_rows=1)
     assert config.resolve("smoke", k=2, grpo_max_rows=2).grpo_max_rows == 2
+
+
+def test_09s_settings_are_outside_the_runs_identity() -> None:
+    cfg = config.resolve("cpu-study")
+    assert config.config_hash(config.resolve("cpu-study", cfg, large_k_n=64)) == config.config_hash(cfg)
+    assert config.config_hash(config.resolve("cpu-study", cfg, k=4, batch_size=8)) != config.config_hash(cfg)
+    older = {k: v for k, v in config.to_dict(cfg).items() if k not in config.LATER_STEP_SETTINGS}
+    assert config.from_dict(older) == cfg  # a run made before they existed gets its profile's

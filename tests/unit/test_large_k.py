@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import evaluation, large_k, plots, runs
+from helpers import config, evaluation, large_k, pipeline, plots, runs
 from helpers.evaluation import Claim
 from helpers.files import BadInput
 
@@ -64,9 +64,18 @@ def test_curves_are_the_unbiased_estimator_averaged_over_problems() -> None:
     assert set(curves["checker"]) == {"strict", "lenient"}
 
 
-def test_overtaken_from_is_the_first_k_from_which_the_base_stays_above() -> None:
-    diffs = np.array([[-0.1, 0.2, 0.3], [0.1, -0.2, 0.3], [0.1, 0.2, 0.0], [0.1, 0.1, 0.1]])
-    assert large_k.overtaken_from(diffs, [1, 2, 4]).tolist() == [2, 4, math.inf, 1]
+def test_overtaken_from_is_the_first_k_above_after_which_the_base_is_never_below() -> None:
+    diffs = np.array(
+        [
+            [-0.1, 0.2, 0.3],  # above from k=2
+            [0.1, -0.2, 0.3],  # above, below, above again: from k=4
+            [-0.1, 0.2, 0.0],  # above at 2, then a tie (both at 0.8, say): the crossover stays 2
+            [0.1, 0.1, 0.1],  # above everywhere
+            [-0.1, 0.0, 0.0],  # meets and ties, never above: none
+            [0.1, 0.2, -0.05],  # below again at n: none
+        ]
+    )
+    assert large_k.overtaken_from(diffs, [1, 2, 4]).tolist() == [2, 4, 2, 1, math.inf, math.inf]
 
 
 def test_the_base_overtakes_a_variant_that_only_sharpened_it() -> None:
@@ -86,7 +95,7 @@ def test_no_crossover_when_the_variant_stays_above_or_ties() -> None:
     graded = graded_counts({"base": [1] * 6 + [0] * 2, "SFT_1": [16] * 8}, 16)
     table = large_k.crossovers(graded, n_boot=100).set_index("checker").loc["lenient"]
     assert np.isnan(table["crossover_k"]) and np.isnan(table["crossover_hi"])
-    assert table["crossover"] == "none up to 16 [none, none]"
+    assert table["crossover"] == "none up to 16 [>16, >16]"
     tie = graded_counts({"base": [2] * 8, "SFT_1": [16] * 8}, 16)  # both reach 1.0 at k=16: no overtaking
     assert large_k.crossovers(tie, n_boot=100)["crossover"].iloc[0].startswith("none up to 16")
 
@@ -111,15 +120,29 @@ def test_samples_of_other_problems_or_sizes_are_refused() -> None:
         large_k.curves(uneven, n_boot=10)
 
 
-def test_claim_1_at_large_k_uses_the_rule_of_claim_1() -> None:
+def judged(graded: pd.DataFrame, missing: tuple[str, ...] = ()) -> Claim:
+    return large_k.claim(
+        large_k.crossovers(graded, n_boot=200), large_k.coverage(graded, n_boot=200), 4, missing
+    )
+
+
+def test_claim_1_at_large_k_asks_whether_a_variant_reaches_what_the_base_never_does() -> None:
     sharpened = graded_counts({"base": [2] * 20, "SFT_1": [16] * 10 + [0] * 10}, 16)
-    found = large_k.claim(large_k.crossovers(sharpened, n_boot=200), k_eval=4)
-    assert found.claim.startswith(large_k.LABEL) and "pass@16" in found.claim and "k=4" in found.claim
-    assert found.verdict == evaluation.HOLDS and "SFT_1 pass@16 -0.500" in found.evidence
+    found = judged(sharpened, ("GRPO",))
+    assert found.claim.startswith(large_k.LABEL) and "20 test problems x 16 samples" in found.claim
+    assert "k=4" in found.claim and found.verdict == evaluation.HOLDS
+    assert found.evidence.startswith("SFT_1 reaches 0 the base never does, 0.000 [0.000, 0.000] (the base 10")
+    assert "pass@16 -0.500, crossover 8 [" in found.evidence
+    assert found.evidence.endswith("not trained, not tested: GRPO")
     widened = graded_counts({"base": [1] * 10 + [0] * 30, "SFT_1": [4] * 40}, 16)
-    assert large_k.claim(large_k.crossovers(widened, n_boot=200), 4).verdict == evaluation.FAILS
-    only_base = graded_counts({"base": [1, 2]}, 4)
-    assert large_k.claim(large_k.crossovers(only_base, n_boot=10), 4).verdict.startswith("not tested")
+    assert judged(widened).verdict == evaluation.FAILS
+    # the same net pass@n as the base, but by other problems: the net gain is 0, the claim still fails
+    swapped = graded_counts({"base": [3] * 20 + [0] * 20, "SFT_1": [0] * 20 + [3] * 20}, 16)
+    assert large_k.crossovers(swapped, n_boot=10)["pass@n diff"].iloc[0] == 0
+    assert judged(swapped).verdict == evaluation.FAILS
+    one = graded_counts({"base": [2] * 15 + [0], "SFT_1": [2] * 16}, 16)  # 1 of 16: interval reaches 0.05
+    assert judged(one).verdict.startswith("inconclusive")
+    assert judged(graded_counts({"base": [1, 2]}, 4)).verdict.startswith("not tested")
 
 
 def test_the_large_k_row_goes_before_claim_1_once() -> None:
@@ -168,8 +191,9 @@ def _saved_run(tmp_path: Path) -> runs.Run:
     )
     run.path("REPORT.md").write_text(report + "\n")
     curves, crossover = large_k.curves(graded, n_boot=50), large_k.crossovers(graded, n_boot=50)
-    found = large_k.claim(crossover, run.cfg.k)
-    tables = {"curves": curves, "crossover": crossover, "coverage": large_k.coverage(graded, n_boot=50)}
+    covered = large_k.coverage(graded, n_boot=50)
+    found = large_k.claim(crossover, covered, run.cfg.k)
+    tables = {"curves": curves, "crossover": crossover, "coverage": covered}
     large_k.save(run, {**tables, "claim": pd.DataFrame([found.__dict__])})
     plots.save(plots.large_k_curves(curves, "lenient"), run.path(large_k.FIGURE.format(checker="lenient")))
     return run
@@ -177,7 +201,8 @@ def _saved_run(tmp_path: Path) -> runs.Run:
 
 def test_update_report_puts_both_claim_1_verdicts_and_09s_part_in_the_report(tmp_path: Path) -> None:
     run = _saved_run(tmp_path)
-    found = large_k.claim(pd.read_csv(run.root / large_k.TABLES["crossover"]), run.cfg.k)
+    large_k.check_ready(run)
+    found = Claim(**pd.read_csv(run.root / large_k.TABLES["claim"], keep_default_na=False).iloc[0].to_dict())
     large_k.update_report(run, found)
     large_k.update_report(run, found)  # a rerun replaces, never adds
     claims = pd.read_csv(run.root / "eval" / "claims.csv", keep_default_na=False)
@@ -187,16 +212,42 @@ def test_update_report_puts_both_claim_1_verdicts_and_09s_part_in_the_report(tmp
     assert evaluation.LARGE_K_PENDING not in text and "### Claim 1 at large k" in text
     assert "figures/09_pass_at_k_lenient.png" in text and "p03 (2/16), p04 (2/16), p05 (2/16)" in text
     assert text.endswith("## Results\n")
-    assert large_k.report_section(run) in text  # 08 rewrites the same part from the saved files
+    # a rerun of 08 writes the same two parts from 09's saved files (`with_saved_claim`, `report_section`)
+    eighth = [Claim("1. No method", "holds", "x"), Claim("2. SFT", "holds", "")]
+    again = large_k.with_saved_claim(run, eighth)
+    assert again.equals(claims)
+    assert f"{evaluation.CLAIMS_START}\n{evaluation.claims_table(again)}\n{evaluation.CLAIMS_END}" in text
+    part = large_k.report_section(run)
+    assert f"{evaluation.LARGE_K_START}\n{part}\n{evaluation.LARGE_K_END}" in text
+    assert (
+        "| SFT_1 | lmeval_strict |" not in part
+    )  # strict and lenient in the report, every checker in the CSVs
 
 
 def test_update_report_refuses_a_report_without_its_markers(tmp_path: Path) -> None:
     run = _saved_run(tmp_path)
     (run.root / "REPORT.md").write_text("# Report of an older version\n")
     before = (run.root / "eval" / "claims.csv").read_bytes()
-    with pytest.raises(BadInput, match="Rerun 08"):
+    rerun = (
+        f"Rerun 08 \\(python -m helpers.pipeline run --profile smoke --run-dir {run.root} --only 08 --force"
+    )
+    with pytest.raises(BadInput, match=rerun):
+        large_k.check_ready(run)  # before any sampling
+    with pytest.raises(BadInput, match=rerun):
         large_k.update_report(run, Claim(f"{large_k.LABEL} x", "holds", "-"))
     assert (run.root / "eval" / "claims.csv").read_bytes() == before  # nothing half-written
+
+
+def test_09_without_08_stops_before_sampling_and_names_the_step(tmp_path: Path) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke")
+    with pytest.raises(FileNotFoundError, match="Run 08_evaluation first .*--only 08"):
+        large_k.check_ready(run)
+    assert large_k.with_saved_claim(run, [Claim("1. x", "holds", "-")])["claim"].tolist() == ["1. x"]
+
+
+def test_the_pipeline_counts_09_done_by_the_tables_it_saves() -> None:
+    step = next(s for s in pipeline.STEPS if s.name == "09_large_k")
+    assert set(step.outputs) == set(large_k.TABLES.values()) and step.reads == config.LATER_STEP_SETTINGS
 
 
 def test_the_large_k_figure_has_a_log_k_axis_and_every_variant() -> None:
@@ -204,6 +255,7 @@ def test_the_large_k_figure_has_a_log_k_axis_and_every_variant() -> None:
     fig = plots.large_k_curves(large_k.curves(graded, n_boot=20), "strict")
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "base 95 %",
         "base",
         "SFT_1",
     ]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -145,3 +146,32 @@ def test_a_dead_kernel_is_reported_as_a_failed_step(tmp_path: Path, monkeypatch:
         pipeline.StepFailed, match="01_sampling failed: its kernel died .* Rerun the pipeline"
     ):
         pipeline._execute(pipeline.STEPS[0], tmp_path, "smoke", {})
+
+
+def test_09s_settings_change_without_replacing_the_run_and_rerun_09_alone(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    first = runs.open_run(run_dir, "smoke")
+    path = run_dir / "config.json"
+    os.utime(path, (1e9, 1e9))
+    again = runs.open_run(run_dir, "smoke", {"large_k_n": 32})  # no ConfigMismatch: only 09 reads it
+    assert again.cfg.large_k_n == 32 and config.config_hash(again.cfg) == config.config_hash(first.cfg)
+    saved = json.loads(path.read_text())
+    assert saved["large_k_n"] == 32 and path.stat().st_mtime == 1e9  # the run's start stays its start
+    del saved["large_k_n"], saved["large_k_problems"]  # a run made before 09 existed
+    path.write_text(json.dumps(saved))
+    old = runs.open_run(run_dir, "smoke")
+    assert config.later_settings(old.cfg) == config.later_settings(config.SMOKE)
+    assert json.loads(path.read_text())["large_k_problems"] == config.SMOKE.large_k_problems
+    large_k, evaluation = pipeline.STEPS[-1], pipeline.STEPS[-2]
+    for output in (*large_k.outputs, *evaluation.outputs):
+        (run_dir / output).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / output).write_text("x")
+    digest = config.config_hash(old.cfg)
+    timings = {
+        evaluation.name: {"wall_s": 1.0, "config_hash": digest},
+        large_k.name: {"wall_s": 1.0, "config_hash": digest, "settings": config.later_settings(old.cfg)},
+    }
+    assert pipeline._is_done(run_dir, large_k, timings, old.cfg)
+    more = config.resolve("smoke", old.cfg, large_k_n=64)
+    assert not pipeline._is_done(run_dir, large_k, timings, more)  # 09 reruns with the new n
+    assert pipeline._is_done(run_dir, evaluation, timings, more)  # 08 does not
