@@ -381,11 +381,19 @@ def check_setting(key: str, value: Any) -> Any:
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
     """A config back from `to_dict` output (extra keys such as the hash are ignored). `LATER_STEP_SETTINGS` it
-    lacks (a run made before they existed) come from its profile."""
+    lacks (a run made before they existed) come from its profile, with at least k samples for 09; any other
+    setting missing raises ValueError naming them."""
     later = {}
     if values.get("profile") in PROFILES:
         later = {key: getattr(PROFILES[values["profile"]], key) for key in LATER_STEP_SETTINGS}
-    return RunConfig(**{**later, **{key: value for key, value in values.items() if key in FIELDS}})
+        later["large_k_n"] = max(
+            later["large_k_n"], values.get("k", 0) if isinstance(values.get("k"), int) else 0
+        )
+    given = {**later, **{key: value for key, value in values.items() if key in FIELDS}}
+    missing = sorted(FIELDS - set(given))
+    if missing:
+        raise ValueError(f"no value for the setting(s) {missing}")
+    return RunConfig(**given)
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:
@@ -404,7 +412,8 @@ def later_settings(cfg: RunConfig) -> dict[str, Any]:
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """A short stable hash of a run's `identity`: outputs of two configs never share a run directory."""
+    """A short stable hash of a run's `identity`: outputs of two identities never share a run directory (09's
+    `LATER_STEP_SETTINGS` may change within one: the pipeline reruns 09 when they do)."""
     return hashlib.sha256(json.dumps(identity(cfg), sort_keys=True).encode()).hexdigest()[:12]
 
 

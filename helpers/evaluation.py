@@ -622,7 +622,7 @@ def write_report(
         "## Settings",
         "",
         "```json",
-        json.dumps(config.to_dict(run.cfg), indent=2),
+        json.dumps(config.identity(run.cfg), indent=2),  # 09's own settings are in its part above
         "```",
     ]
     if missing:

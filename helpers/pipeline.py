@@ -133,11 +133,15 @@ def _step_settings(step: Step, cfg: config.RunConfig) -> dict[str, Any]:
     return {key: getattr(cfg, key) for key in step.reads}
 
 
-def _is_done(run_dir: Path, step: Step, timings: dict[str, Any], cfg: config.RunConfig) -> bool:
+def ran_with(step: Step, timings: dict[str, Any], cfg: config.RunConfig) -> bool:
+    """Whether `timings` records `step` as finished with `cfg`: its identity, and the later settings it reads."""
     entry = timings.get(step.name, {})
     same = entry.get("config_hash") == config.config_hash(cfg)
-    same = same and entry.get("settings", {}) == _step_settings(step, cfg)
-    return same and all((run_dir / o).exists() for o in step.outputs)
+    return same and entry.get("settings", {}) == _step_settings(step, cfg)
+
+
+def _is_done(run_dir: Path, step: Step, timings: dict[str, Any], cfg: config.RunConfig) -> bool:
+    return ran_with(step, timings, cfg) and all((run_dir / o).exists() for o in step.outputs)
 
 
 def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any]) -> Path:

@@ -121,7 +121,8 @@ class ConfigMismatch(ValueError):
 
 def read_config(path: Path) -> dict[str, Any] | None:
     """The settings in a run's `config.json` (None: there is none yet), checked: a JSON object whose settings
-    have their types and, all present, are valid and match its `config_hash`. Anything else raises `BadInput`
+    have their types and, all present (09's may be missing: `config.from_dict`), are valid and match its
+    `config_hash`. Anything else raises `BadInput`
     naming the file and the key; a file lacking settings is left to `open_run` to refuse (an older version's)."""
     if not path.exists():
         return None
@@ -166,7 +167,8 @@ def open_run(
 
     A GPU profile (`config.GPU_PROFILES`) is refused where the Unsloth backend cannot run, saying why.
     The first call writes `config.json`. Later calls start from that config, so a notebook run alone picks up
-    the run's settings; a setting given that differs from it is refused, naming the keys and the fix.
+    the run's settings; a setting given that differs from it is refused, naming the keys and the fix, except 09's
+    `config.LATER_STEP_SETTINGS`, which are written into it (the run keeps its other outputs; 09 reruns).
     This process becomes the run's one writer (`run_lock`) once the settings check out, and sweeps away what
     writes cut off by a kill left; `read_only` opens an existing run to look at, beside a writer, and writes
     nothing. A kernel that opened a run holds it until the kernel shuts down.
@@ -184,7 +186,7 @@ def open_run(
     held_before = run_lock.holds(root)
     run_lock.acquire(root)
     try:
-        if found is None and config_path.exists():  # another writer made the run after our look: check again
+        if read_config(config_path) != found:  # another writer made or changed the run after our look: again
             return open_run(run_dir, profile, overrides, **knobs)
         sweep_temporaries(root)
         if found is None:

@@ -69,11 +69,8 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
             f"{run_dir} is a {settings['profile']!r} run; only a {PROFILE!r} run is published (`make study`)."
         )
     timings = pipeline.read_timings(run_dir / pipeline.TIMINGS)
-    unfinished = [
-        s.name
-        for s in pipeline.STEPS
-        if timings.get(s.name, {}).get("config_hash") != settings["config_hash"]
-    ]
+    cfg = config.from_dict(settings)
+    unfinished = [s.name for s in pipeline.STEPS if not pipeline.ran_with(s, timings, cfg)]
     if unfinished:
         raise files.BadInput(
             f"{run_dir} has not finished {', '.join(unfinished)}: run `make study` again (it resumes), then publish."
@@ -262,8 +259,7 @@ def _large_k_part(published: Path, settings: dict, where: str) -> list[str]:
         return [
             f"This run predates `09_large_k` (claim 1 tested at large k): it has no large-k verdict, and the "
             f"settings added since ({', '.join(added) or 'none'}) are not in its config. `make study` now runs 09 "
-            "too (on this run's directory, 09 alone: they are not part of a run's identity); the next publish "
-            "shows its crossovers here.",
+            "too; the next published run shows its crossovers here.",
         ]
     table = pd.read_csv(crossover)
     table = table[table["checker"] == "lenient"]
@@ -282,7 +278,8 @@ def _large_k_part(published: Path, settings: dict, where: str) -> list[str]:
     n, m = int(table["n"].iloc[0]), int(table["n_problems"].iloc[0])
     return [
         f"**Claim 1 at large k** (`09_large_k`: {m} test problems x {n} samples; lenient; the crossover is the "
-        "smallest k from which the base's pass@k lies above the variant's, with its 95 % interval):",
+        "smallest k at which the base's pass@k lies above the variant's and from which it never lies below again, "
+        "with its 95 % interval):",
         "",
         evaluation.markdown_table(table[shown].set_index("variant")),
         "",

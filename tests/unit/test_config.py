@@ -85,3 +85,8 @@ def test_09s_settings_are_outside_the_runs_identity() -> None:
     assert config.config_hash(config.resolve("cpu-study", cfg, k=4, batch_size=8)) != config.config_hash(cfg)
     older = {k: v for k, v in config.to_dict(cfg).items() if k not in config.LATER_STEP_SETTINGS}
     assert config.from_dict(older) == cfg  # a run made before they existed gets its profile's
+    assert config.from_dict({**older, "k": 64}).large_k_n == 64  # and at least its k, so that it stays valid
+    with pytest.raises(
+        ValueError, match=r"no value for the setting\(s\) \['k', 'large_k_n', 'large_k_problems'\]"
+    ):
+        config.from_dict({**{k: v for k, v in older.items() if k != "k"}, "profile": "unknown"})

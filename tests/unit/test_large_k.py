@@ -30,8 +30,10 @@ def graded_counts(counts: dict[str, list[int]], n: int) -> pd.DataFrame:
                         "gold": "7",
                         "strict_correct": right,
                         "lenient_correct": right,
+                        "lmeval_strict_correct": right,
                         "pred_strict": answer,
                         "pred_lenient": answer,
+                        "pred_lmeval_strict": answer,
                         "has_format": True,
                         "n_tokens": 10,
                     }
@@ -61,7 +63,7 @@ def test_curves_are_the_unbiased_estimator_averaged_over_problems() -> None:
         assert row["pass@k"] == pytest.approx(np.mean([exact_pass(16, c, k) for c in counts]))
         assert row["lo"] <= row["pass@k"] <= row["hi"]
     assert lenient.loc[16, "pass@k"] == 0.75  # pass@n: solved at least once
-    assert set(curves["checker"]) == {"strict", "lenient"}
+    assert set(curves["checker"]) == {"strict", "lenient", "lmeval_strict"}  # every checker graded
 
 
 def test_overtaken_from_is_the_first_k_above_after_which_the_base_is_never_below() -> None:
@@ -127,11 +129,17 @@ def judged(graded: pd.DataFrame, missing: tuple[str, ...] = ()) -> Claim:
 
 
 def test_claim_1_at_large_k_asks_whether_a_variant_reaches_what_the_base_never_does() -> None:
-    sharpened = graded_counts({"base": [2] * 20, "SFT_1": [16] * 10 + [0] * 10}, 16)
+    sharpened = graded_counts({"base": [2] * 200, "SFT_1": [16] * 100 + [0] * 100}, 16)
     found = judged(sharpened, ("GRPO",))
-    assert found.claim.startswith(large_k.LABEL) and "20 test problems x 16 samples" in found.claim
+    assert found.claim.startswith(large_k.LABEL) and "200 test problems x 16 samples" in found.claim
     assert "k=4" in found.claim and found.verdict == evaluation.HOLDS
-    assert found.evidence.startswith("SFT_1 reaches 0 the base never does, 0.000 [0.000, 0.000] (the base 10")
+    assert found.evidence.startswith(
+        "SFT_1 reaches 0 the base never does, 0.000 [0.000, 0.019] (the base 100"
+    )
+    # none of 20 is no proof of none: 0 of 20 allows up to 0.16
+    assert judged(graded_counts({"base": [2] * 20, "SFT_1": [16] * 20}, 16)).verdict.startswith(
+        "inconclusive"
+    )
     assert "pass@16 -0.500, crossover 8 [" in found.evidence
     assert found.evidence.endswith("not trained, not tested: GRPO")
     widened = graded_counts({"base": [1] * 10 + [0] * 30, "SFT_1": [4] * 40}, 16)
@@ -162,9 +170,12 @@ def test_the_subset_is_seeded_and_inside_the_test_problems(tmp_path: Path) -> No
     assert [i for i in test_ids if i in set(subset["id"])] == subset["id"]  # in test-set order
     again = runs.open_run(tmp_path / "b", "smoke", {"n_test": 4, "large_k_problems": 3})
     assert large_k.problems(again)["id"] == subset["id"]
-    whole = runs.open_run(
-        tmp_path / "c", "smoke", {"n_test": 4, "large_k_problems": 9}
-    )  # more than there are
+    more = runs.open_run(tmp_path / "d", "smoke", {"n_test": 4, "large_k_problems": 4})
+    assert set(subset["id"]) < set(
+        large_k.problems(more)["id"]
+    )  # a larger subset keeps the smaller one's samples
+    many = {"n_test": 4, "large_k_problems": 9}  # more than there are: all of them
+    whole = runs.open_run(tmp_path / "c", "smoke", many)
     assert large_k.problems(whole)["id"] == whole.problems("test")["id"]
 
 

@@ -172,3 +172,13 @@ def test_per_problem_scores_average_to_the_summary() -> None:
     assert scores["maj@3"].tolist() == [1.0, 0.0]
     row = metrics.summarize(graded, n_boot=20).set_index("checker").loc["lenient"]
     assert row["pass@1"] == pytest.approx(scores["pass@1"].mean()) and row["maj@3"] == scores["maj@3"].mean()
+
+
+def test_the_wilson_interval_of_a_share_never_collapses() -> None:
+    assert metrics.wilson_interval(0, 16)[0] == 0.0 and 0.19 < metrics.wilson_interval(0, 16)[1] < 0.2
+    assert metrics.wilson_interval(0, 200)[1] < 0.02 < metrics.wilson_interval(4, 200)[1]
+    low, high = metrics.wilson_interval(8, 16)
+    assert low == pytest.approx(1 - high) and low < 0.5 < high
+    assert metrics.wilson_interval(16, 16) == (pytest.approx(1 - metrics.wilson_interval(0, 16)[1]), 1.0)
+    with pytest.raises(ValueError, match="3 of 2"):
+        metrics.wilson_interval(3, 2)

@@ -148,6 +148,21 @@ def test_a_dead_kernel_is_reported_as_a_failed_step(tmp_path: Path, monkeypatch:
         pipeline._execute(pipeline.STEPS[0], tmp_path, "smoke", {})
 
 
+def test_a_change_of_09s_settings_reruns_09_alone(tmp_path: Path, fake_execute: list[str]) -> None:
+    run_dir = tmp_path / "run"
+    pipeline.run("smoke", run_dir)
+    assert fake_execute == [s.number for s in pipeline.STEPS]
+    assert json.loads((run_dir / "timings.json").read_text())["09_large_k"][
+        "settings"
+    ] == config.later_settings(config.SMOKE)
+    fake_execute.clear()
+    pipeline.run("smoke", run_dir, overrides={"large_k_n": 32})
+    assert fake_execute == ["09"]
+    fake_execute.clear()
+    pipeline.run("smoke", run_dir)  # the run's settings now say 32: nothing to do
+    assert fake_execute == []
+
+
 def test_09s_settings_change_without_replacing_the_run_and_rerun_09_alone(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     first = runs.open_run(run_dir, "smoke")

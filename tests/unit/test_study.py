@@ -84,6 +84,10 @@ def test_the_published_study_ran_the_profile_as_it_stands() -> None:
     assert set(added) <= set(config.LATER_STEP_SETTINGS)
     if added:
         assert f"settings added since ({', '.join(added)})" in study.readme_section()
+    current = config.later_settings(config.resolve(study.PROFILE))
+    assert {key: settings[key] for key in current if key in settings} == {
+        key: value for key, value in current.items() if key in settings
+    }, "09's settings changed since the published run: rerun `make study` and publish it"
 
 
 def test_the_readme_shows_the_published_figures_and_says_where_the_study_ran() -> None:
@@ -133,7 +137,11 @@ def finished_run(tmp_path: Path) -> Path:
     cfg = config.resolve(study.PROFILE)
     digest = config.config_hash(cfg)
     files.atomic_write_text(run / "config.json", json.dumps({**config.to_dict(cfg), "config_hash": digest}))
-    timings = {s.name: {"wall_s": 60.0, "config_hash": digest} for s in pipeline.STEPS}
+    later = config.later_settings(cfg)
+    timings = {
+        s.name: {"wall_s": 60.0, "config_hash": digest, **({"settings": later} if s.reads else {})}
+        for s in pipeline.STEPS
+    }
     files.atomic_write_text(run / pipeline.TIMINGS, json.dumps(timings))
     graded = _graded(np.random.default_rng(0), k=cfg.k)
     (run / "eval").mkdir()
