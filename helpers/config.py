@@ -116,8 +116,9 @@ SMOKE = RunConfig(
     grpo_max_rows=2,
     grpo_max_completion_length=96,
     grpo_patience=3,
-    # 09: 9 models x 2 problems x 16 samples, about 290 completions (22k tokens) and an engine per model: about
-    # 3-4 minutes on 2 cores. Enough to draw every curve and table to k=16, not to decide anything.
+    # 09: 9 models x 2 problems x 16 samples, 288 completions of which 08's 72 are reused (measured on 2 cores: 216
+    # drawn, 16k tokens at 125 tok/s, 213 s for the step with an engine per model). Enough to draw every curve and
+    # table to k=16, not to decide anything.
     large_k_n=16,
     large_k_problems=2,
 )
@@ -163,8 +164,8 @@ FULL = RunConfig(
     grpo_max_completion_length=512,
     grpo_patience=30,
     # 09, as Yue et al. (2025) measure it: 256 samples on 200 test problems for the base and the 8 variants,
-    # 9 x 200 x 256 = 460,800 completions. An estimate, not yet measured: at about 200 tokens a completion (512 at
-    # most) that is about 92M tokens; a 1B model in vLLM with hundreds of requests in flight makes some 15-30k
+    # 9 x 200 x 256 = 460,800 completions (08's 8 a problem reused: 446,400 drawn). An estimate, not yet measured:
+    # at about 200 tokens a completion (512 at most) that is about 90M tokens; a 1B model in vLLM with hundreds of requests in flight makes some 15-30k
     # tok/s on an H100 (LoRA requests slower), so about 1-2 GPU hours there, 3-4 on an A100 and 10+ on a T4
     # (the colab-t4 profile samples 64 on 50). Halve large_k_problems to halve it; the intervals widen by ~1.4x.
     large_k_n=256,
@@ -229,7 +230,8 @@ CPU_STUDY = dataclasses.replace(
     grpo_max_completion_length=128,
     grpo_patience=4,
     # 09 (an estimate from the tok/s above; the published run predates it): 9 models x 16 problems x 32 samples,
-    # 4,608 completions, about 350k tokens: about 30 minutes more on 2 cores.
+    # 4,608 completions of which 3,456 are drawn (08's 8 a problem reused), about 260k tokens: about 30 minutes more
+    # on 2 cores with an engine per model.
     large_k_n=32,
     large_k_problems=16,
 )

@@ -112,11 +112,16 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     return graded.assign(variant=variant)
 
 
+def adapter_of(run: Run, variant: str) -> str | None:
+    """The saved adapter a variant samples with (None: the base model)."""
+    return None if variant == BASE else str(run.root / "models" / variant)
+
+
 def sample_variant(
     run: Run, variant: str, problems: Any, relative: str, model: tuple | None = None, k: int | None = None
 ) -> pd.DataFrame:
     """k samples (by default the run's) per problem from `variant` into `relative` (resumable), graded."""
-    adapter = None if variant == BASE else str(run.root / "models" / variant)
+    adapter = adapter_of(run, variant)
     # An engine of its own in a child process on a GPU (its memory); on the CPU in this one (nothing trains after).
     isolated = models.resolve_backend()[0] == "unsloth"
     return run.sample(problems, relative, adapter=adapter, model=model, isolated=isolated, k=k)

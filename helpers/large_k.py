@@ -11,6 +11,7 @@ table and `REPORT.md` beside the k = k_eval verdict.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from helpers import evaluation, metrics
+from helpers import evaluation, metrics, sampling
 from helpers.evaluation import BASE, MUCH, Claim, below, joint, verdict
 from helpers.files import BadInput, atomic_write_text
 from helpers.runs import Run
@@ -68,9 +69,40 @@ def sample_all(run: Run, names: list[str], one_engine: bool = False) -> pd.DataF
     with evaluation.shared_engine(run, one_engine) as shared:
         for number, name in enumerate(names, start=1):
             log.info("%s (%d of %d): %d problems x %d samples", name, number, len(names), len(subset), n)
+            start_from_evaluation(run, name, subset, shared)
             graded = evaluation.sample_variant(run, name, subset, samples_file(name), shared, k=n)
             found.append(graded.assign(variant=name))
     return pd.concat(found, ignore_index=True)
+
+
+def start_from_evaluation(
+    run: Run, variant: str, subset: datasets.Dataset, model: tuple | None = None
+) -> int:
+    """Begin 09's sample file of `variant` with 08's samples of the subset: sample i of a problem has the same seed,
+    prompt and settings in both, so 09 draws only the indices from 08's k on, and its curves at k <= 08's k rest
+    on 08's very samples. Only a file not begun, and only rows drawn with the settings 09 would use; returns the
+    rows copied."""
+    target, source = run.root / samples_file(variant), run.root / f"samples/test_{variant}.jsonl"
+    if target.exists() or not source.is_file():
+        return 0
+    c = run.cfg
+    wanted = sampling.describe_model(model or c.model, evaluation.adapter_of(run, variant), "auto")
+    wanted |= {
+        "seed": c.seed,
+        "temperature": c.temperature,
+        "top_p": c.top_p,
+        "max_new_tokens": c.max_new_tokens,
+    }
+    rows = sampling.read_samples(source)
+    keep = rows["problem_id"].isin(set(subset["id"])) & (rows["sample_idx"] < c.large_k_n)
+    for key, value in wanted.items():
+        keep &= rows[key] == value
+    if not keep.any():
+        return 0
+    lines = [json.dumps(row) for row in rows.loc[keep, list(sampling.ROW_FIELDS)].to_dict("records")]
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    log.info("%s: %d of 08's samples start it", target, len(lines))
+    return len(lines)
 
 
 def pass_table(graded: pd.DataFrame, checker: str, ks: list[int]) -> pd.DataFrame:
@@ -155,6 +187,10 @@ CROSSOVER_COLUMNS = [
     "crossover_hi",
     "crossover",
 ]
+
+
+# The crossover table's columns that reports show (beside the variant and checker).
+SHOWN = ("pass@1 diff", "base pass@n", "variant pass@n", "pass@n diff", "lo", "hi", "crossover")
 
 
 def crossovers(graded: pd.DataFrame, n_boot: int = 1000, seed: int = metrics.BOOT_SEED) -> pd.DataFrame:
@@ -337,7 +373,6 @@ def report_section(run: Run) -> str | None:
         int(crossover["n"].iloc[0]) if len(crossover) else run.cfg.large_k_n,
         int(covered["n_problems"].iloc[0]),
     )
-    shown = ["variant", "checker", "pass@1 diff", "base pass@n", "variant pass@n", "pass@n diff", "lo", "hi"]
     crossover = crossover[crossover["checker"].isin(REPORTED)]
     covered = covered[covered["checker"].isin(REPORTED)]
     figures = [
@@ -355,7 +390,7 @@ def report_section(run: Run) -> str | None:
         "tie do not cross). Differences are variant minus base, paired. Strict and lenient checkers here; "
         "`eval/large_k/` has lm-eval's readings too.",
         "",
-        evaluation.markdown_table(crossover[[*shown, "crossover"]].set_index("variant")),
+        evaluation.markdown_table(crossover[["variant", "checker", *SHOWN]].set_index("variant")),
         "",
         f"**Coverage** (solved at least once in {n}, with its bootstrap interval) and the problems only one of the "
         "two ever solves (right samples out of n in brackets); `variant_only_share` and its 95 % Wilson interval "

@@ -265,23 +265,13 @@ def _large_k_part(published: Path, settings: dict, where: str) -> list[str]:
     table = table[table["checker"] == "lenient"]
     if table.empty:
         return ["`09_large_k` ran with no trained variant to set beside the base."]
-    shown = [
-        "variant",
-        "pass@1 diff",
-        "base pass@n",
-        "variant pass@n",
-        "pass@n diff",
-        "lo",
-        "hi",
-        "crossover",
-    ]
     n, m = int(table["n"].iloc[0]), int(table["n_problems"].iloc[0])
     return [
         f"**Claim 1 at large k** (`09_large_k`: {m} test problems x {n} samples; lenient; the crossover is the "
         "smallest k at which the base's pass@k lies above the variant's and from which it never lies below again, "
         "with its 95 % interval):",
         "",
-        evaluation.markdown_table(table[shown].set_index("variant")),
+        evaluation.markdown_table(table[["variant", *large_k.SHOWN]].set_index("variant")),
         "",
         *(f"![{alt.format(n=n)}]({where}/{name})\n" for name, alt in SHOWN_LARGE_K.items()),
     ]

@@ -314,6 +314,11 @@ def test_09_samples_n_times_and_puts_claim_1_at_large_k_beside_08s(smoke) -> Non
         assert len(graded) == len(subset) * cfg.large_k_n and set(graded["problem_id"]) == set(subset["id"])
         assert set(graded["temperature"]) == {cfg.temperature} and set(graded["seed"]) == {cfg.seed}
         at_n = curves.set_index(["variant", "checker", "k"]).loc[(name, "lenient", cfg.large_k_n), "pass@k"]
+        evaluated = sampling.read_samples(run_dir / "samples" / f"test_{name}.jsonl").set_index(
+            ["problem_id", "sample_idx"]
+        )
+        first = graded[graded["sample_idx"] < cfg.k].set_index(["problem_id", "sample_idx"])
+        assert first["completion"].equals(evaluated.loc[first.index, "completion"])  # 08's own samples
         assert at_n == pytest.approx(graded.groupby("problem_id")["lenient_correct"].any().mean())
     crossover = pd.read_csv(run_dir / large_k.TABLES["crossover"])
     assert sorted(crossover["variant"].unique()) == sorted(training.VARIANTS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, evaluation, large_k, pipeline, plots, runs
+from helpers import config, evaluation, large_k, pipeline, plots, runs, sampling
 from helpers.evaluation import Claim
 from helpers.files import BadInput
 
@@ -177,6 +178,37 @@ def test_the_subset_is_seeded_and_inside_the_test_problems(tmp_path: Path) -> No
     many = {"n_test": 4, "large_k_problems": 9}  # more than there are: all of them
     whole = runs.open_run(tmp_path / "c", "smoke", many)
     assert large_k.problems(whole)["id"] == whole.problems("test")["id"]
+
+
+def test_09_starts_from_08s_samples_of_the_subset_drawn_with_its_settings(tmp_path: Path) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke", {"n_test": 4, "large_k_problems": 2})
+    subset, test = large_k.problems(run), run.problems("test")
+    settings = sampling.describe_model(run.cfg.model, None, "auto")
+    settings |= {"seed": run.cfg.seed, "temperature": run.cfg.temperature, "top_p": run.cfg.top_p}
+    settings["max_new_tokens"] = run.cfg.max_new_tokens
+    rows = [
+        {
+            "problem_id": pid,
+            "sample_idx": i,
+            "completion": f"{pid} {i}",
+            "n_tokens": 3,
+            "finish_reason": "answer",
+        }
+        | settings
+        for pid in test["id"]
+        for i in range(run.cfg.k)
+    ]
+    rows[0] = rows[0] | {"seed": 99}  # drawn with other settings: not 09's to reuse
+    lines = "".join(json.dumps(row) + "\n" for row in rows)
+    run.path("samples/test_base.jsonl").write_text(lines)
+    copied = large_k.start_from_evaluation(run, "base", subset)
+    started = sampling.read_samples(run.root / large_k.samples_file("base"))
+    expected = [r for r in rows if r["problem_id"] in set(subset["id"]) and r["seed"] == run.cfg.seed]
+    assert copied == len(started) == len(expected) and list(started["completion"]) == [
+        r["completion"] for r in expected
+    ]
+    assert large_k.start_from_evaluation(run, "base", subset) == 0  # a file begun is 09's own
+    assert large_k.start_from_evaluation(run, "SFT_1", subset) == 0  # no samples of 08 to start from
 
 
 def _saved_run(tmp_path: Path) -> runs.Run:
