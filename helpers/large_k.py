@@ -101,6 +101,7 @@ def start_from_evaluation(
         return 0
     lines = [json.dumps(row) for row in rows.loc[keep, list(sampling.ROW_FIELDS)].to_dict("records")]
     atomic_write_text(target, "\n".join(lines) + "\n")
+    sampling.stats_path(target).unlink(missing_ok=True)  # a deleted file's throughput is not this one's
     log.info("%s: %d of 08's samples start it", target, len(lines))
     return len(lines)
 
