@@ -165,9 +165,10 @@ FULL = RunConfig(
     grpo_patience=30,
     # 09, as Yue et al. (2025) measure it: 256 samples on 200 test problems for the base and the 8 variants,
     # 9 x 200 x 256 = 460,800 completions (08's 8 a problem reused: 446,400 drawn). An estimate, not yet measured:
-    # at about 200 tokens a completion (512 at most) that is about 90M tokens; a 1B model in vLLM with hundreds of requests in flight makes some 15-30k
-    # tok/s on an H100 (LoRA requests slower), so about 1-2 GPU hours there, 3-4 on an A100 and 10+ on a T4
-    # (the colab-t4 profile samples 64 on 50). Halve large_k_problems to halve it; the intervals widen by ~1.4x.
+    # at about 200 tokens a completion (512 at most) that is about 90M tokens; a 1B model in vLLM with hundreds
+    # of requests in flight makes some 15-30k tok/s on an H100 (LoRA requests slower), so about 1-2 GPU hours
+    # there, 3-4 on an A100 and 10+ on a T4 (the colab-t4 profile samples 64 on 50). Halve large_k_problems to
+    # halve it; the intervals widen by ~1.4x.
     large_k_n=256,
     large_k_problems=200,
 )

@@ -102,7 +102,7 @@ def shared_engine(run: Run, one_engine: bool = False) -> Iterator[tuple | None]:
 
 def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame:
     """k samples per test problem from `variant` (resumable), graded; written to `eval/samples_<variant>.jsonl`."""
-    graded = sample_variant(run, variant, run.problems("test"), f"samples/test_{variant}.jsonl", model)
+    graded = sample_variant(run, variant, run.problems("test"), test_samples_file(variant), model)
     if judge.configured():
         graded["judge_correct"] = judge.judge_samples(
             graded, run.questions("test"), run.path(f"eval/judge_{variant}.jsonl")
@@ -110,6 +110,11 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
     fields = [*SAMPLE_FIELDS, *(["judge_correct"] if "judge_correct" in graded else [])]
     write_jsonl(run.path(f"eval/samples_{variant}.jsonl"), graded[fields].to_dict("records"))
     return graded.assign(variant=variant)
+
+
+def test_samples_file(variant: str) -> str:
+    """Where 08 keeps a variant's raw test samples, in the run directory."""
+    return f"samples/test_{variant}.jsonl"
 
 
 def adapter_of(run: Run, variant: str) -> str | None:
@@ -498,10 +503,14 @@ def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
+def claims_frame(found: list[Claim] | pd.DataFrame) -> pd.DataFrame:
+    """The claims as a frame, one row per claim: claim, verdict, evidence (a frame already is one)."""
+    return found if isinstance(found, pd.DataFrame) else pd.DataFrame([c.__dict__ for c in found])
+
+
 def claims_table(found: list[Claim] | pd.DataFrame) -> str:
     """The claims as a markdown table (one row per claim: claim, verdict, evidence)."""
-    frame = found if isinstance(found, pd.DataFrame) else pd.DataFrame([c.__dict__ for c in found])
-    return markdown_table(frame.set_index("claim"))
+    return markdown_table(claims_frame(found).set_index("claim"))
 
 
 # The parts of REPORT.md that 09_large_k rewrites after 08 wrote it: the claims table and 09's own section.

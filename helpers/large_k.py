@@ -82,17 +82,19 @@ def start_from_evaluation(
     prompt and settings in both, so 09 draws only the indices from 08's k on, and its curves at k <= 08's k rest
     on 08's very samples. Only a file not begun, and only rows drawn with the settings 09 would use; returns the
     rows copied."""
-    target, source = run.root / samples_file(variant), run.root / f"samples/test_{variant}.jsonl"
+    target, source = run.root / samples_file(variant), run.root / evaluation.test_samples_file(variant)
     if target.exists() or not source.is_file():
         return 0
     c = run.cfg
-    wanted = sampling.describe_model(model or c.model, evaluation.adapter_of(run, variant), "auto")
-    wanted |= {
-        "seed": c.seed,
-        "temperature": c.temperature,
-        "top_p": c.top_p,
-        "max_new_tokens": c.max_new_tokens,
-    }
+    wanted = sampling.row_settings(
+        model or c.model,
+        evaluation.adapter_of(run, variant),
+        "auto",
+        seed=c.seed,
+        temperature=c.temperature,
+        top_p=c.top_p,
+        max_new_tokens=c.max_new_tokens,
+    )
     rows = sampling.read_samples(source)
     keep = rows["problem_id"].isin(set(subset["id"])) & (rows["sample_idx"] < c.large_k_n)
     for key, value in wanted.items():
@@ -321,7 +323,7 @@ def claim(
 def with_claim(claims: list[Claim] | pd.DataFrame, large: pd.DataFrame) -> pd.DataFrame:
     """The claims table (claim, verdict, evidence) with claim 1's large-k row (`large`, one row) put just before
     08's claim 1, replacing an earlier large-k row."""
-    frame = claims if isinstance(claims, pd.DataFrame) else pd.DataFrame([c.__dict__ for c in claims])
+    frame = evaluation.claims_frame(claims)
     kept = frame[~frame["claim"].str.startswith(LABEL)].reset_index(drop=True)
     first = kept.index[kept["claim"].str.startswith("1.")]
     at = int(first[0]) if len(first) else 0
@@ -335,8 +337,9 @@ def has_run(run: Run) -> bool:
 
 def with_saved_claim(run: Run, claims: list[Claim]) -> pd.DataFrame:
     """08's claims table, with claim 1 at large k beside claim 1 once 09 has run on this run directory."""
-    frame = pd.DataFrame([c.__dict__ for c in claims])
-    return with_claim(frame, _read_csv(run.root / TABLES["claim"])) if has_run(run) else frame
+    if not has_run(run):
+        return evaluation.claims_frame(claims)
+    return with_claim(claims, _read_csv(run.root / TABLES["claim"]))
 
 
 def check_ready(run: Run) -> None:
@@ -415,7 +418,7 @@ def update_report(run: Run, found: Claim) -> Path:
     """Put claim 1 at large k into 08's `eval/claims.csv` and `REPORT.md` (its claims table and 09's part)."""
     claims_path = run.require("eval/claims.csv", "08_evaluation")
     report_path = run.require("REPORT.md", "08_evaluation")
-    table = with_claim(_read_csv(claims_path), pd.DataFrame([found.__dict__]))
+    table = with_claim(_read_csv(claims_path), evaluation.claims_frame([found]))
     section = report_section(run)
     if section is None:
         raise BadInput(

@@ -122,8 +122,8 @@ class ConfigMismatch(ValueError):
 def read_config(path: Path) -> dict[str, Any] | None:
     """The settings in a run's `config.json` (None: there is none yet), checked: a JSON object whose settings
     have their types and, all present (09's may be missing: `config.from_dict`), are valid and match its
-    `config_hash`. Anything else raises `BadInput`
-    naming the file and the key; a file lacking settings is left to `open_run` to refuse (an older version's)."""
+    `config_hash`. Anything else raises `BadInput` naming the file and the key; a file lacking settings is left to
+    `open_run` to refuse (an older version's)."""
     if not path.exists():
         return None
     fix = f"Restore it, or use a new run directory (or delete {path.parent} to start over)."
@@ -225,9 +225,8 @@ def _settings(
             f"{root} was made with other settings (profile: {found.get('profile')!r} -> {profile!r}). Outputs of "
             "two configs are never mixed: use a new run directory, or rerun the pipeline with --force."
         )
-    later = set(
-        config.LATER_STEP_SETTINGS
-    )  # not the run's identity: given or from the profile (`config.from_dict`)
+    # 09's settings are not the run's identity: given, or from the profile (`config.from_dict`)
+    later = set(config.LATER_STEP_SETTINGS)
     lacking = sorted(config.FIELDS - later - set(found)) if found is not None else []
     if lacking:
         raise ConfigMismatch(

@@ -195,6 +195,21 @@ def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str)
     return {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
 
 
+def row_settings(
+    model_ref: str | tuple[Any, Any],
+    adapter: Any,
+    backend: str,
+    *,
+    seed: int,
+    temperature: float,
+    top_p: float,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """The `SETTINGS` every row of a sample file carries, known before any weights are loaded."""
+    settings = {**describe_model(model_ref, adapter, backend), "seed": seed, "temperature": temperature}
+    return settings | {"top_p": top_p, "max_new_tokens": max_new_tokens}
+
+
 def _load(
     model_ref: str, adapter: Any, chosen: str, seed: int, load_kwargs: dict[str, Any]
 ) -> tuple[Any, Any, Any]:
@@ -254,8 +269,15 @@ def sample(
             engine takes only `max_seq_length` (it loads fp32, never 4 bit).
     """
     _validate(problems, k, temperature, top_p, max_new_tokens)
-    settings = {**describe_model(model_ref, adapter, backend), "seed": seed, "temperature": temperature}
-    settings |= {"top_p": top_p, "max_new_tokens": max_new_tokens}
+    settings = row_settings(
+        model_ref,
+        adapter,
+        backend,
+        seed=seed,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+    )
 
     def generate(todo: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
         """Loads the model now (before `store` times the sampling), then streams its rows."""

@@ -38,10 +38,8 @@ COPIED = (
     *(f"eval/{name}" for name in TABLES),
     *large_k.TABLES.values(),
 )
-FIGURES = (
-    "figures/08_*.png",
-    "figures/09_*.png",
-)  # every figure of 08 and 09; the README shows 2 of 08, 1 of 09
+# Every figure of 08 and 09; the README shows 2 of 08, 1 of 09.
+FIGURES = ("figures/08_*.png", "figures/09_*.png")
 SHOWN = {
     "figures/08_pass_at_k.png": "pass@k for k = 1 to {k}, every variant, under each checker",
     "figures/08_format_breakdown.png": "right vs formatted: the share of samples in each combination",
