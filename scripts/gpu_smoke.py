@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from helpers import accelerator, config, data, models, runs, sampling, training
+from helpers import accelerator, config, data, models, runs, sampling, trainer_config, training
 
 CPU_PROFILE, GPU_PROFILE = "smoke", "gpu-smoke"
 
@@ -171,12 +171,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return go
 
-    def train(build: Callable[..., Any], rows: list[dict], key: str, *more: Any) -> Callable[[], str]:
+    def train(build: Callable[..., Any], method: str, rows: list[dict], key: str) -> Callable[[], str]:
         def go() -> str:
-            trainer_args = {**training.trainer_args(run, "GPU_SMOKE"), "report_to": []}
-            if build is not training.grpo_trainer:  # GRPO takes its step count as an argument
-                trainer_args["max_steps"] = 1
-            trainer = build(state["model"], state["tokenizer"], trainer_args, rows, c, *more)
+            settings = getattr(trainer_config, f"{method}_config")(run, "GPU_SMOKE", report_to=[], max_steps=1)
+            trainer = build(state["model"], state["tokenizer"], settings, rows)
             detail = step(trainer, key)
             if getattr(trainer.args, "use_vllm", False):
                 detail += ", generating with vLLM"
@@ -198,11 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("sample", sample("base"), ("lora",))
     if not args.cpu:
         checks.run("seeds", lambda: seeds_cost(state["model"], state["tokenizer"], problems, c), ("lora",))
-    checks.run("sft_step", train(training.sft_trainer, sft_rows, "loss"), ("lora",))
-    checks.run(
-        "grpo_step", train(training.grpo_trainer, grpo_rows[: c.batch_size // c.k], "reward", 1), ("lora",)
-    )
-    checks.run("orpo_step", train(training.orpo_trainer, orpo_rows, "loss"), ("lora",))
+    checks.run("sft_step", train(training.sft_trainer, "sft", sft_rows, "loss"), ("lora",))
+    grpo_step = train(training.grpo_trainer, "grpo", grpo_rows[: c.batch_size // c.k], "reward")
+    checks.run("grpo_step", grpo_step, ("lora",))
+    checks.run("orpo_step", train(training.orpo_trainer, "orpo", orpo_rows, "loss"), ("lora",))
     checks.run("save", save, ("lora",))
     # Reload through the same engine: the saved adapter as a LoRA request (GPU); on the CPU, loaded and merged.
     reload = {"adapter": state.get("adapter"), "model_ref": c.model if args.cpu else None}

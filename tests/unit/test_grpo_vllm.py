@@ -23,7 +23,7 @@ SCRIPT = """
 import functools, json, pathlib, sys
 import torch, vllm
 import trl.generation.vllm_generation as vllm_generation
-from helpers import config, data, models, runs, training
+from helpers import config, data, models, runs, trainer_config, training
 
 # TRL builds its engine without enforce_eager, so vLLM compiles the model (96-160 s on 2 cores, no faster after).
 vllm_generation.LLM = functools.partial(vllm.LLM, enforce_eager=True)
@@ -32,8 +32,9 @@ model, tokenizer = models.load_model(models.SMOLLM2_ALIAS, trainable=True)
 model = models.add_lora(model, r=smoke.lora_r, alpha=smoke.lora_alpha)
 problems = data.make_arithmetic(1, 0, "train")
 rows = [{"prompt": data.build_messages(problems["question"][0]), "answer": problems["gold"][0]}]
-args = {**training.trainer_args(runs.Run(pathlib.Path(sys.argv[1]), smoke), "GRPO"), "report_to": []}
-trainer = training.grpo_trainer(model, tokenizer, args, rows, smoke, max_steps=1, use_vllm=True)
+run = runs.Run(pathlib.Path(sys.argv[1]), smoke)
+args = trainer_config.grpo_config(run, use_vllm=True, report_to=[], max_steps=1)
+trainer = training.grpo_trainer(model, tokenizer, args, rows)
 trainer.train()
 log = trainer.state.log_history[0]
 

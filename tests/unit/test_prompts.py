@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import config, data, filtering, models, runs, sampling, training
+from helpers import config, data, filtering, models, runs, sampling, trainer_config, training
 
 DATED_TEMPLATE = (
     "{{ bos_token }}{% if not date_string is defined %}{% set date_string = strftime_now('%d %b %Y') %}{% endif %}"
@@ -26,9 +26,9 @@ QUESTION = "Tom has 7 apples and gets 5 more. How many apples does Tom have now?
 SMOKE = config.PROFILES["smoke"]
 
 
-def series_args(tmp_path: Path) -> dict:
-    """The TrainingArguments the series gives every trainer (without TensorBoard)."""
-    return {**training.trainer_args(runs.Run(tmp_path, SMOKE), "PROMPTS"), "report_to": []}
+def series_config(tmp_path: Path, method: str):
+    """The trainer config the series builds for `method` (without TensorBoard)."""
+    return getattr(trainer_config, f"{method}_config")(runs.Run(tmp_path, SMOKE), "PROMPTS", report_to=[])
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_sft_rows_carry_the_sampling_prompt(dated, tmp_path: Path) -> None:
         "prompt": data.build_messages(QUESTION),
         "completion": [{"role": "assistant", "content": "5+7=12\n#### 12"}],
     }
-    trainer = training.sft_trainer(model, tokenizer, series_args(tmp_path), [row] * 2, SMOKE)
+    trainer = training.sft_trainer(model, tokenizer, series_config(tmp_path, "sft"), [row] * 2)
     example = trainer.train_dataset[0]
     prompt_len = next(i for i, label in enumerate(example["labels"]) if label != -100)  # TRL masks the prompt
     assert example["input_ids"][:prompt_len] == sampled_ids(tokenizer)
@@ -78,14 +78,14 @@ def test_orpo_pairs_carry_the_sampling_prompt(dated, tmp_path: Path) -> None:
          "lenient_correct": [True, False]}
     )  # fmt: skip
     pairs = filtering.build_orpo_pairs(graded, {"p": QUESTION}) * 2
-    trainer = training.orpo_trainer(model, tokenizer, series_args(tmp_path), pairs, SMOKE)
+    trainer = training.orpo_trainer(model, tokenizer, series_config(tmp_path, "orpo"), pairs)
     assert trainer.train_dataset[0]["prompt_input_ids"] == sampled_ids(tokenizer)
 
 
 def test_grpo_prompts_are_the_sampling_prompt(dated, tmp_path: Path) -> None:
     model, tokenizer = dated
     rows = [{"prompt": data.build_messages(QUESTION), "answer": "12"}] * 2
-    trainer = training.grpo_trainer(model, tokenizer, series_args(tmp_path), rows, SMOKE, max_steps=1)
+    trainer = training.grpo_trainer(model, tokenizer, series_config(tmp_path, "grpo"), rows)
     prompt_ids = trainer._tokenize_prompts([rows[0]["prompt"]])[0][0]  # what GRPO generates from (TRL 1.14.2)
     assert list(prompt_ids) == sampled_ids(tokenizer)
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from helpers import data, models, plots, runs, training
+from helpers import data, models, plots, runs, trainer_config, training
 
 PROMPT = data.build_messages("What is 3+4?")
 GOOD_SFT = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": "#### 7"}]}
@@ -97,7 +97,7 @@ def test_unknown_variant_names_are_refused(run: runs.Run) -> None:
 
 
 def test_cpu_trainer_settings_avoid_trls_slow_defaults(run: runs.Run) -> None:
-    args = training.trainer_args(run, "SFT_1")
+    args = trainer_config.trainer_args(run, "SFT_1")
     assert (args["bf16"], args["fp16"], args["gradient_checkpointing"], args["use_cpu"]) == (
         False,
         False,
@@ -107,7 +107,7 @@ def test_cpu_trainer_settings_avoid_trls_slow_defaults(run: runs.Run) -> None:
     assert args["output_dir"] == str(run.root / "checkpoints" / "SFT_1")
     assert args["save_strategy"] == "no" and "save_steps" not in args  # smoke: save_steps=0
     full = runs.open_run(run.root.parent / "full", "smoke", save_steps=50)
-    assert training.trainer_args(full, "GRPO")["save_steps"] == 50
+    assert trainer_config.trainer_args(full, "GRPO")["save_steps"] == 50
 
 
 def test_grpo_rows_are_the_train_problems_with_their_gold(run: runs.Run) -> None:
@@ -212,3 +212,70 @@ def test_a_checkpoint_cut_off_mid_save_is_deleted_and_training_resumes_from_the_
     assert training._last_whole_checkpoint(tmp_path, [meter, plateau]) == str(tmp_path / "checkpoint-2")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-1", "checkpoint-2"]
     assert training._last_whole_checkpoint(tmp_path / "none", [meter]) is None
+
+
+def gold_rows(run: runs.Run, n: int = 2) -> str:
+    """`n` SFT rows in SFT_gold's file (the data set's solutions: no samples file to read)."""
+    rows = [{**GOOD_SFT, "problem_id": f"p{i}"} for i in range(n)]
+    write(run.root / "datasets" / "sft_gold.jsonl", [json.dumps(r) for r in rows])
+    return "datasets/sft_gold.jsonl"
+
+
+def save_fake_variant(run: runs.Run, name: str, config, lora) -> Path:
+    """A saved variant's record as `_train` writes it, without the adapter."""
+    path = run.root / "models" / name
+    manifest = {
+        "base_model": run.cfg.model, "parent": None, "method": "sft", "config_hash": training._hash(run),
+        "data": {}, "hyperparameters": trainer_config.record(config, lora), "compute": {},
+        trainer_config.RECORD_MARK: type(config).__name__, "backend": models.resolve_backend()[0],
+    }  # fmt: skip
+    write(path / models.MANIFEST, [json.dumps(manifest)])
+    write(path / training.HISTORY, ["step,loss", "1,0.5"])
+    return path
+
+
+def test_a_rerun_loads_the_saved_variant_and_refuses_one_with_other_settings(
+    run: runs.Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_model(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(models, "load_model", no_model)
+    data_file = gold_rows(run)
+    config, lora = trainer_config.sft_config(run, "SFT_gold"), trainer_config.lora_settings(run)
+    path = save_fake_variant(run, "SFT_gold", config, lora)
+    again = training.train_sft(run, "SFT_gold", data_file, None, source="solutions", config=config)
+    assert again.path == path and again.history["loss"].tolist() == [0.5]
+    config.learning_rate = 1e-4  # the learner's change, after the variant was saved
+    with pytest.raises(trainer_config.ChangedSettings, match="learning_rate 0.0002 there, 0.0001 now"):
+        training.train_sft(run, "SFT_gold", data_file, None, source="solutions", config=config)
+    lora.r = 4
+    with pytest.raises(trainer_config.ChangedSettings, match="lora_r 8 there, 4 now"):
+        training.train_sft(run, "SFT_gold", data_file, None, source="solutions", lora=lora)
+
+
+def test_a_continued_variant_takes_no_lora_settings(run: runs.Run) -> None:
+    write(run.root / "datasets" / "sft_round2.jsonl", [json.dumps(GOOD_SFT)])
+    with pytest.raises(ValueError, match="SFT_1_SFT_2 continues SFT_1's adapter"):
+        training._settings(run, "SFT_1_SFT_2", "sft", "SFT_1", None, trainer_config.lora_settings(run))
+
+
+def test_the_settings_given_are_the_ones_trained_with_and_recorded(
+    run: runs.Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real SFT run on the CPU model (two rows, one step): the changed learning rate and LoRA rank are used."""
+    config, lora = trainer_config.sft_config(run, "SFT_gold"), trainer_config.lora_settings(run)
+    config.learning_rate, config.report_to, lora.r = 1e-4, [], 4
+    with caplog.at_level("INFO", logger="helpers.training"):
+        trained = training.train_sft(
+            run, "SFT_gold", gold_rows(run), None, source="solutions", config=config, lora=lora
+        )
+    assert "settings changed in the notebook: learning_rate 0.0001 (the run's: 0.0002)" in caplog.text
+    recorded = trained.manifest["hyperparameters"]
+    assert (recorded["learning_rate"], recorded["lora_r"], recorded["lora_alpha"]) == (1e-4, 4, 16)
+    assert "report_to" not in recorded  # [] is TRL's default
+    assert trained.manifest[trainer_config.RECORD_MARK] == "SFTConfig"
+    adapter = json.loads((trained.path / "adapter_config.json").read_text())
+    assert (adapter["r"], adapter["lora_alpha"]) == (4, 16)
+    assert trained.manifest["changed_by_trainer"] == {}  # TRL's trainers keep the config as given on the CPU
+    assert config.learning_rate == 1e-4 and config.report_to == []  # the notebook's object is left as it was
