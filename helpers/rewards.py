@@ -29,17 +29,18 @@ def gold_number(answer: str) -> str | None:
     return answers.extract_strict(answer) if answers.MARKER in answer else answers.normalize_number(answer)
 
 
-def _correctness(completions: list, answer: list[str], strict: bool) -> list[float | None]:
-    rewards: list[float | None] = []
-    for completion, solution in zip(completions, answer, strict=True):
-        gold = gold_number(solution)
-        if gold is None:  # an unreadable gold skips the example instead of mislabelling it
-            rewards.append(None)
-            continue
-        text = as_text(completion)
-        pred = answers.extract_strict(text) if strict else answers.extract_lenient(text)
-        rewards.append(float(answers.is_correct(pred, gold)))
-    return rewards
+def graded_answer(text: str, solution: str, strict: bool = False) -> float | None:
+    """1.0 when the answer read from `text` (lenient reading, or `strict`: the last `####` line) equals the gold
+    number of `solution`, else 0.0; None when the gold cannot be read.
+
+    >>> graded_answer("so 3 + 4 = 7", "#### 7"), graded_answer("so 3 + 4 = 7", "7", strict=True)
+    (1.0, 0.0)
+    """
+    gold = gold_number(solution)
+    if gold is None:  # an unreadable gold skips the example instead of mislabelling it
+        return None
+    pred = answers.extract_strict(text) if strict else answers.extract_lenient(text)
+    return float(answers.is_correct(pred, gold))
 
 
 def correctness_reward(completions: list, answer: list[str], **kwargs) -> list[float | None]:
@@ -48,7 +49,7 @@ def correctness_reward(completions: list, answer: list[str], **kwargs) -> list[f
     >>> correctness_reward(["so 3 + 4 = 7", "#### 8"], answer=["#### 7", "7"])
     [1.0, 0.0]
     """
-    return _correctness(completions, answer, strict=False)
+    return [graded_answer(as_text(c), gold) for c, gold in zip(completions, answer, strict=True)]
 
 
 def strict_correctness_reward(completions: list, answer: list[str], **kwargs) -> list[float | None]:
@@ -57,7 +58,7 @@ def strict_correctness_reward(completions: list, answer: list[str], **kwargs) ->
     >>> strict_correctness_reward(["so 3 + 4 = 7", "#### 7"], answer=["7", "7"])
     [0.0, 1.0]
     """
-    return _correctness(completions, answer, strict=True)
+    return [graded_answer(as_text(c), gold, strict=True) for c, gold in zip(completions, answer, strict=True)]
 
 
 def format_reward(completions: list, **kwargs) -> list[float]:

@@ -118,6 +118,7 @@ def _kwargs(run: Run, name: str, method: str, use_vllm: bool = False) -> dict[st
             "num_train_epochs": c.orpo_epochs,
             "beta": c.orpo_beta,
             "max_length": c.max_seq_length,
+            "remove_unused_columns": False,  # ORPOTrainer's collator needs its columns, and sets this itself if not
         }
     if method != "grpo":
         raise ValueError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
