@@ -1,8 +1,8 @@
 """Notebook 08: every variant on the same test problems, graded strict, lenient (and by a judge), summarized,
-compared with the base over the same problems, and the seed's claims checked against the intervals.
+compared with the base over the same problems, and the original study's claims checked against the intervals.
 
-Numbers come from `metrics`, figures from `plots`; this module gathers the per-variant files, builds the
-tables and writes `REPORT.md`.
+Numbers come from `metrics`, figures from `plots`, the way numbers and tables read from `report`; this module
+gathers the per-variant files, builds the tables, judges the claims and writes `REPORT.md`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import agreement, config, cpu_engine, judge, metrics, models, training
+from helpers import agreement, config, cpu_engine, judge, metrics, models, report, training
 from helpers.files import BadInput, atomic_write_text, write_jsonl
+from helpers.report import markdown_table
 from helpers.runs import Run
 
 BASE = "base"
@@ -133,7 +134,8 @@ def sample_variant(
 
 
 def paired(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
-    """Each variant minus the base on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
+    """Each variant minus the base on pass@1, pass@n, maj_half@n and maj_vote@n (`metrics.per_problem_scores`),
+    paired over the same problems, with intervals."""
     rows = [
         {"variant": variant, "checker": checker, "metric": metric, **row}
         for checker in metrics.checkers_in(graded)
@@ -144,7 +146,8 @@ def paired(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
 
 
 def versus(graded: pd.DataFrame, variant: str, other: str, checker: str, n_boot: int = 1000) -> pd.DataFrame:
-    """`variant` minus `other` on pass@1, pass@n and maj@n, paired over the same problems, with intervals."""
+    """`variant` minus `other` on pass@1, pass@n, maj_half@n and maj_vote@n, paired over the same problems, with
+    intervals."""
     scores = {
         v: metrics.per_problem_scores(graded[graded["variant"] == v], checker) for v in (variant, other)
     }
@@ -215,7 +218,8 @@ def costs(run: Run, names: list[str]) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class Claim:
-    """One of the seed's claims, with this run's verdict and the numbers behind it."""
+    """One of the original study's claims, with this run's verdict and the numbers behind it (`evidence`: items
+    joined by '; ', each "<what> <value> [<lo>, <hi>]<note>" or plain text, as `report.evidence_rows` reads them)."""
 
     claim: str
     verdict: str
@@ -223,7 +227,7 @@ class Claim:
 
 
 def _interval(row: pd.Series) -> str:
-    return f"{row['diff']:+.3f} [{row['lo']:+.3f}, {row['hi']:+.3f}]"
+    return report.format_interval(row["diff"], row["lo"], row["hi"], signed=True)
 
 
 def _lookup(
@@ -236,8 +240,14 @@ def _lookup(
 # The verdict rules, one place for every claim. A claim that a quantity lies above a threshold *holds* when its
 # whole 95 % interval lies above it, *does not hold* when the whole interval lies below it, and is *inconclusive*
 # otherwise (a claim that it lies below swaps the first two). A claim resting on several intervals holds when
-# every one holds and does not hold when any one does not.
+# every one holds and does not hold when any one does not. A claim resting on GRPO is inconclusive when GRPO did
+# not train (`grpo_did_not_train`).
 HOLDS, FAILS = "holds", "does not hold"
+VERDICT_RULE = (
+    "A claim *holds* when the whole 95 % interval lies on its side of the threshold, *does not hold* when it lies "
+    "on the other side, and is *inconclusive* otherwise, or when it rests on an arm that did not train "
+    "(`helpers/evaluation.py`)."
+)
 
 
 def verdict(low: float, high: float, threshold: float = 0.0) -> str:
@@ -272,11 +282,15 @@ def claims(
     ranked: pd.DataFrame | None = None,
     n_boot: int = 1000,
 ) -> list[Claim]:
-    """The seed's claims, each judged from this run's intervals (95 % paired bootstrap over problems) by the
-    verdict rules above. `grpo_history`: GRPO's `log_history.csv` (claim 6); `ranked`: `efficiency` (claim 7)."""
+    """The original study's claims, each judged from this run's intervals (95 % paired bootstrap over problems) by
+    the verdict rules above. `grpo_history`: GRPO's log, as `grpo_history` reads it (claim 6, and with its manifest's
+    compute record the did-not-train rule: `grpo_did_not_train`); `ranked`: `efficiency` (claim 7)."""
     found = []
     gains = _lookup(paired_table, f"pass@{k}", "lenient")
-    text = "; ".join(f"{r.variant} {_interval(r)}" for _, r in gains.iterrows()) or "no trained variant"
+    text = (
+        "; ".join(f"{r.variant} minus base, pass@{k} {_interval(r)}" for _, r in gains.iterrows())
+        or "no trained variant"
+    )
     if gains.empty:
         first = "not tested (no trained variant)"
     else:
@@ -286,20 +300,77 @@ def claims(
         Claim(f"1. No method raises pass@{k} much (by {MUCH:.2f} or more, lenient checker)", first, text)
     )
 
-    majs = _lookup(paired_table, f"maj@{k}", "lenient", SFT_AND_ORPO)
-    text = "; ".join(f"{r.variant} {_interval(r)}" for _, r in majs.iterrows()) or "no SFT/ORPO variant"
+    maj_half = metrics.MAJ_HALF.format(k=k)
+    majs = _lookup(paired_table, maj_half, "lenient", SFT_AND_ORPO)
+    text = (
+        "; ".join(f"{r.variant} minus base, {maj_half} {_interval(r)}" for _, r in majs.iterrows())
+        or "no SFT/ORPO variant"
+    )
     if majs.empty:
         second = "not tested (no SFT or ORPO variant)"
     else:
         second = joint([verdict(r.lo, r.hi) for r in majs.itertuples()], "inconclusive (interval includes 0)")
-    found.append(Claim(f"2. SFT and ORPO raise maj@{k} (lenient checker)", second, text))
+    found.append(
+        Claim(
+            f"2. SFT and ORPO raise {maj_half}, the original study's maj@{k} (lenient checker)", second, text
+        )
+    )
 
     found.append(_grpo_claim(graded))
     found.append(_rounds_claim(rounds))
     found += [_source_claim(graded, source, k, n_boot) for source in SOURCES]
     found.append(_sparsity_claim(grpo_history, n_boot))
     found.append(_efficiency_claim(graded, ranked, n_boot))
-    return found
+    reason = (
+        None if grpo_history is None else grpo_did_not_train(grpo_history, grpo_history.attrs.get("compute"))
+    )
+    return found if reason is None else mark_untrained(found, reason)
+
+
+# The claims whose verdict speaks for GRPO: they say nothing when GRPO did not train.
+GRPO_CLAIMS = ("3.", "6.", "7.")
+UNTRAINED = "inconclusive: GRPO did not train"
+
+
+def grpo_did_not_train(history: pd.DataFrame, compute: dict | None) -> str | None:
+    """Why GRPO did not train, from its log and its manifest's compute record, or None when it did (or when they
+    cannot tell: no record, no logged reward).
+
+    The rule: GRPO did not train when its plateau rule stopped it (`stopped_early_at_step` is set) and no logged
+    window after the first had a higher mean reward than the first. The rule stops GRPO once the reward has not
+    risen for `grpo_patience` windows, so this is the case where it never rose at all: every update was judged no
+    better than the untrained model's first window, and the variant saved is the base moved by a few noisy steps.
+    A GRPO that used its whole budget of prompts, or whose reward rose once, trained, whatever its result.
+    """
+    if not compute or compute.get("stopped_early_at_step") is None or "reward" not in history:
+        return None
+    rewards = history["reward"].dropna().to_numpy(dtype=float)
+    if rewards.size == 0 or (rewards[1:] > rewards[0]).any():
+        return None
+    used, available = compute.get("rows_consumed"), compute.get("rows_available")
+    stopped = (
+        f"stopped by its plateau rule after {used} of {available} prompts"
+        if used is not None and available is not None
+        else f"stopped by its plateau rule at step {compute['stopped_early_at_step']}"
+    )
+    return f"{stopped}; its mean reward never rose above its first logged window's"
+
+
+def mark_untrained(found: list[Claim] | pd.DataFrame, reason: str) -> list[Claim]:
+    """`found` with the verdict of each claim resting on GRPO (`GRPO_CLAIMS`) made "inconclusive: GRPO did not
+    train (<reason>)", the verdict its numbers alone give kept at the head of its evidence; a claim not tested, or
+    marked already, is left as it is (marking twice changes nothing)."""
+    marked = []
+    for claim in claims_list(found):
+        rests_on_grpo = report.label(claim.claim) in GRPO_CLAIMS
+        if rests_on_grpo and not claim.verdict.startswith((UNTRAINED, "not tested")):
+            claim = Claim(
+                claim.claim,
+                f"{UNTRAINED} ({reason})",
+                f"the numbers alone: {claim.verdict}; {claim.evidence}",
+            )
+        marked.append(claim)
+    return marked
 
 
 def _grpo_claim(graded: pd.DataFrame) -> Claim:
@@ -317,8 +388,9 @@ def _grpo_claim(graded: pd.DataFrame) -> Claim:
     )
     diff, low, high = metrics.paired_bootstrap_diff(gain["strict"], gain["lenient"])
     evidence = (
-        f"gain strict {strict:+.3f} [{strict_lo:+.3f}, {strict_hi:+.3f}], lenient {gain['lenient'].mean():+.3f}; "
-        f"strict gain minus lenient gain {diff:+.3f} [{low:+.3f}, {high:+.3f}]"
+        f"GRPO minus base, pass@1 strict {report.format_interval(strict, strict_lo, strict_hi, signed=True)}; "
+        f"GRPO minus base, pass@1 lenient: {report.format_number(gain['lenient'].mean(), signed=True)}; "
+        f"strict gain minus lenient gain {report.format_interval(diff, low, high, signed=True)}"
     )
     strict_gain = verdict(strict_lo, strict_hi)
     if strict_gain == FAILS:
@@ -340,26 +412,29 @@ def _rounds_claim(rounds: tuple[pd.DataFrame, pd.DataFrame] | None) -> Claim:
     second_rate = (second["c"] / second["n"]).loc[first.index]
     diff, low, high = metrics.paired_bootstrap_diff(second_rate, first_rate)
     evidence = (
-        f"correct share {first_rate.mean():.3f} -> {second_rate.mean():.3f}, "
-        f"difference {diff:+.3f} [{low:+.3f}, {high:+.3f}] (SFT_1 was trained on some of these problems)"
+        f"right share of round 1's samples: {report.format_number(first_rate.mean())}; "
+        f"of round 2's: {report.format_number(second_rate.mean())}; "
+        f"round 2 minus round 1 {report.format_interval(diff, low, high, signed=True)} "
+        "(SFT_1 was trained on some of these problems)"
     )
     return Claim(claim, verdict(low, high), evidence)
 
 
 def _source_claim(graded: pd.DataFrame, source: str, k: int, n_boot: int = 1000) -> Claim:
-    """Claim 5 for one source: SFT on its verified answers beats SFT_1 on pass@1 and maj@k (lenient)."""
+    """Claim 5 for one source: SFT on its verified answers beats SFT_1 on pass@1 and maj_half@k (lenient)."""
     label = {"SFT_teacher": "5a", "SFT_gold": "5b"}[source]
+    maj_half = metrics.MAJ_HALF.format(k=k)
     claim = (
         f"{label}. SFT on a stronger source's verified answers beats rejection sampling on the model's own "
-        f"({source} vs SFT_1, pass@1 and maj@{k}, lenient)"
+        f"({source} vs SFT_1, pass@1 and {maj_half}, lenient)"
     )
     present = set(graded["variant"])
     if not {source, "SFT_1"} <= present:
         return Claim(
             claim, f"not tested ({' and '.join(sorted({source, 'SFT_1'} - present))} not trained)", "-"
         )
-    table = versus(graded, source, "SFT_1", "lenient", n_boot).loc[["pass@1", f"maj@{k}"]]
-    evidence = "; ".join(f"{m} {_interval(r)}" for m, r in table.iterrows())
+    table = versus(graded, source, "SFT_1", "lenient", n_boot).loc[["pass@1", maj_half]]
+    evidence = "; ".join(f"{source} minus SFT_1, {m} {_interval(r)}" for m, r in table.iterrows())
     found = joint([verdict(r.lo, r.hi) for r in table.itertuples()], "inconclusive (interval includes 0)")
     return Claim(claim, found, evidence)
 
@@ -406,10 +481,11 @@ def _sparsity_claim(history: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
     except ValueError as err:
         return Claim(claim, "not tested (no reward spread in GRPO's log)", str(err))
     bound = "" if found["exact"] else "at least "
+    share = report.format_interval(found["zero_spread_share"], found["lo"], found["hi"])
     evidence = (
-        f"groups with zero reward spread: {found['zero_spread_share']:.3f} [{found['lo']:.3f}, {found['hi']:.3f}] "
-        f"of all; optimizer steps in which no group carried a signal: {bound}{found['steps_without_signal']} of "
-        f"{found['steps']} (on the total reward, format included)"
+        f"share of groups with zero reward spread {share} (on the total reward, format included); "
+        f"optimizer steps in which no group carried a signal: {bound}{found['steps_without_signal']} of "
+        f"{found['steps']}"
     )
     return Claim(claim, verdict(found["lo"], found["hi"], 0.5), evidence)
 
@@ -462,13 +538,14 @@ def _efficiency_claim(graded: pd.DataFrame, ranked: pd.DataFrame | None, n_boot:
     )
     if ranked is None or not {"SFT_teacher", "GRPO"} <= set(graded["variant"]) & set(ranked.index):
         return Claim(claim, "not tested (SFT_teacher or GRPO not trained)", "-")
-    ranking = "; ".join(
-        f"{v} {r['gain per M tokens']:+.3g} [{r['per M lo']:+.3g}, {r['per M hi']:+.3g}]"
+    evidence = "; ".join(
+        f"{v} pass@1 gain per million tokens "
+        f"{report.format_interval(r['gain per M tokens'], r['per M lo'], r['per M hi'], signed=True)}"
         if r["gain measured"]
-        else f"{v} (no measured gain: {r['pass@1 gain']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}])"
+        else f"{v} pass@1 gain (none measured, not ranked) "
+        f"{report.format_interval(r['pass@1 gain'], r['lo'], r['hi'], signed=True)}"
         for v, r in ranked.iterrows()
     )
-    evidence = f"pass@1 gain per million tokens, ranked: {ranking}"
     if not ranked.loc["SFT_teacher", "gain measured"]:
         found = (
             FAILS
@@ -484,23 +561,11 @@ def _efficiency_claim(graded: pd.DataFrame, ranked: pd.DataFrame | None, n_boot:
         per_token[variant] = (scores - base.loc[scores.index]) * 1e6 / tokens
     teacher = per_token["SFT_teacher"]
     diff, low, high = metrics.paired_bootstrap_diff(teacher, per_token["GRPO"].loc[teacher.index], n_boot)
-    evidence += f". SFT_teacher minus GRPO, per million tokens: {diff:+.3g} [{low:+.3g}, {high:+.3g}]"
+    evidence += (
+        "; SFT_teacher minus GRPO, pass@1 gain per million tokens "
+        f"{report.format_interval(diff, low, high, signed=True)}"
+    )
     return Claim(claim, verdict(low, high), evidence)
-
-
-def markdown_table(frame: pd.DataFrame, digits: int = 3) -> str:
-    """A pipe table of `frame` (index included), floats rounded, pipes in a cell escaped and its line breaks made
-    spaces (a claim's evidence may quote an error): no extra dependency."""
-    frame = frame.reset_index()
-    cells = [
-        [
-            f"{v:.{digits}f}" if isinstance(v, float) else " ".join(str(v).replace("|", "\\|").split("\n"))
-            for v in row
-        ]
-        for row in frame.itertuples(index=False)
-    ]
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
 
 
 def claims_frame(found: list[Claim] | pd.DataFrame) -> pd.DataFrame:
@@ -508,9 +573,17 @@ def claims_frame(found: list[Claim] | pd.DataFrame) -> pd.DataFrame:
     return found if isinstance(found, pd.DataFrame) else pd.DataFrame([c.__dict__ for c in found])
 
 
-def claims_table(found: list[Claim] | pd.DataFrame) -> str:
-    """The claims as a markdown table (one row per claim: claim, verdict, evidence)."""
-    return markdown_table(claims_frame(found).set_index("claim"))
+def claims_list(found: list[Claim] | pd.DataFrame) -> list[Claim]:
+    """The claims as `Claim`s (a frame's rows, or the list itself)."""
+    if isinstance(found, pd.DataFrame):
+        return [Claim(**row) for row in found[["claim", "verdict", "evidence"]].to_dict("records")]
+    return list(found)
+
+
+def claims_section(found: list[Claim] | pd.DataFrame, k: int) -> str:
+    """The part of REPORT.md between the claims markers: each claim's verdict in plain words, then the numbers
+    behind them (`report.claims_section`; `k`: 08's samples per problem)."""
+    return report.claims_section(claims_frame(found), k)
 
 
 # The parts of REPORT.md that 09_large_k rewrites after 08 wrote it: the claims table and 09's own section.
@@ -549,43 +622,30 @@ def write_report(
     ranked: pd.DataFrame | None = None,
     large_k_section: str | None = None,
 ) -> Path:
-    """`REPORT.md` in the run directory: config and date, the tables, the figures, the claims and verdicts.
+    """`REPORT.md` in the run directory: the verdicts in plain words first, then the numbers behind them, the
+    tables (rounded by `report`'s rule), the figures, and the settings and date.
 
     `checks`: `agreement.disagreements` of the graded samples and `agreement.examples_markdown` of them;
     `ranked`: `efficiency`'s table (gain per unit of compute); `large_k_section`: 09's part, when it has run
-    (`large_k.report_section`). The claims table and 09's part sit between markers, which 09 rewrites.
+    (`large_k.report_section`). The claims and 09's part sit between markers, which 09 rewrites.
     """
     k = run.cfg.k
-    shown = [
-        "variant",
-        "checker",
-        "n_problems",
-        "pass@1",
-        f"pass@{k}",
-        f"maj@{k}",
-        "majority_vote",
-        "format_rate",
-    ]
-    intervals = results[["variant", "checker"]].copy()
-    for metric in ("pass@1", f"pass@{k}", f"maj@{k}"):
-        intervals[metric] = [
-            f"[{lo:.3f}, {hi:.3f}]"
-            for lo, hi in zip(results[f"{metric}_lo"], results[f"{metric}_hi"], strict=True)
-        ]
+    names = list(dict.fromkeys(results["variant"]))
     parts = [
         f"# Report: {run.root.name}",
         "",
-        f"Written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')} by `08_evaluation`. "
-        f"Profile `{run.cfg.profile}`, config `{config.config_hash(run.cfg)}`: {run.describe()}.",
+        f"{len(names)} models ({', '.join(names)}) answered the same {int(results['n_problems'].iloc[0])} test "
+        f"problems {k} times each, with the same seeds, temperature and token limit; intervals are 95 % bootstrap "
+        f"intervals over problems. {metrics.MAJ_DEFINITIONS.format(k=k)}",
         "",
-        "Every variant was sampled on the same test problems with the same seed, temperature and token limit: "
-        f"k={k} samples per problem. Intervals are 95 % bootstrap intervals over problems.",
+        "## The original study's claims, tested on this run",
         "",
-        "## The seed's claims, tested on this run",
-        "",
+        *([f"**Not evaluated (not trained yet):** {', '.join(missing)}.", ""] if missing else []),
         CLAIMS_START,
-        claims_table(found),
+        claims_section(found, k),
         CLAIMS_END,
+        "",
+        f"{VERDICT_RULE} The full claims, with their thresholds and checkers, are in `eval/claims.csv`.",
         "",
         LARGE_K_START,
         large_k_section or LARGE_K_PENDING,
@@ -593,15 +653,11 @@ def write_report(
         "",
         "## Results",
         "",
-        markdown_table(results[shown].set_index("variant")),
-        "",
-        "95 % intervals:",
-        "",
-        markdown_table(intervals.set_index("variant")),
+        markdown_table(report.results_table(results, k)),
         "",
         "## Each variant minus the base (paired over problems)",
         "",
-        markdown_table(paired_table.set_index("variant")),
+        markdown_table(report.paired_table(paired_table)),
         "",
         "## Right vs formatted (share of samples; right = lenient checker, formatted = a `####` line)",
         "",
@@ -623,9 +679,7 @@ def write_report(
         "",
         "## Gain per unit of compute (pass@1 gain over the base, lenient, per million tokens, ranked)",
         "",
-        markdown_table(
-            ranked.astype(object).where(ranked.notna(), "-"), digits=4
-        )  # no measured gain: no gain per token
+        markdown_table(report.efficiency_table(ranked))
         if ranked is not None and not ranked.empty
         else "No trained variant.",
         "",
@@ -635,19 +689,26 @@ def write_report(
         "",
         "## Settings",
         "",
+        f"Written {datetime.datetime.now().astimezone().isoformat(timespec='seconds')} by `08_evaluation`. "
+        f"Profile `{run.cfg.profile}`, config `{config.config_hash(run.cfg)}`: {run.describe()}.",
+        "",
         "```json",
         json.dumps(config.identity(run.cfg), indent=2),  # 09's own settings are in its part above
         "```",
     ]
-    if missing:
-        parts[4:4] = [f"**Not evaluated (not trained yet):** {', '.join(missing)}.", ""]
     return atomic_write_text(run.root / "REPORT.md", "\n".join(parts) + "\n")
 
 
 def grpo_history(run: Run) -> pd.DataFrame | None:
-    """GRPO's training log (`models/GRPO/log_history.csv`), or None before notebook 06 ran."""
+    """GRPO's training log (`models/GRPO/log_history.csv`) with its manifest's compute record in
+    `.attrs["compute"]` (rows consumed, where the plateau rule stopped it: `grpo_did_not_train` reads both), or
+    None before notebook 06 ran."""
     path = run.root / "models" / "GRPO" / training.HISTORY
-    return pd.read_csv(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    history = pd.read_csv(path)
+    history.attrs["compute"] = models.read_manifest(path.parent).get("compute", {})
+    return history
 
 
 def training_rounds(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:

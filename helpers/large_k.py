@@ -19,7 +19,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from helpers import evaluation, metrics, sampling
+from helpers import evaluation, metrics, report, sampling
 from helpers.evaluation import BASE, MUCH, Claim, below, joint, verdict
 from helpers.files import BadInput, atomic_write_text
 from helpers.runs import Run
@@ -309,10 +309,13 @@ def claim(
     each = [below(verdict(r["variant_only_lo"], r["variant_only_hi"], MUCH)) for _, r in rows.iterrows()]
     found = joint(each, f"inconclusive (an interval reaches {MUCH:.2f})")
     evidence = "; ".join(
-        f"{v} reaches {int(rows.loc[v, 'variant_only'])} the base never does, "
-        f"{rows.loc[v, 'variant_only_share']:.3f} [{rows.loc[v, 'variant_only_lo']:.3f}, "
-        f"{rows.loc[v, 'variant_only_hi']:.3f}] (the base {int(rows.loc[v, 'base_only'])} it never does), "
-        f"pass@{n} {r['pass@n diff']:+.3f}, crossover {r['crossover']}"
+        f"{v}, share of problems only it solves "
+        + report.format_interval(
+            rows.loc[v, "variant_only_share"], rows.loc[v, "variant_only_lo"], rows.loc[v, "variant_only_hi"]
+        )
+        + f" ({int(rows.loc[v, 'variant_only'])} of {m} problems, the base alone {int(rows.loc[v, 'base_only'])}, "
+        f"pass@{n} minus base {report.format_interval(r['pass@n diff'], r['lo'], r['hi'], signed=True)}, "
+        f"crossover {r['crossover']})"
         for v, r in part.iterrows()
     )
     if missing:
@@ -367,12 +370,46 @@ def save(run: Run, tables: dict[str, pd.DataFrame]) -> dict[str, Path]:
     }
 
 
+def crossover_table(crossover: pd.DataFrame) -> pd.DataFrame:
+    """The crossover table as a reader sees it: per variant and checker, the differences with their intervals
+    (rounded by `report`'s rule) and the crossover."""
+    shown = crossover[["variant", "checker", *SHOWN]].rename(
+        columns={"lo": "pass@n diff_lo", "hi": "pass@n diff_hi"}
+    )
+    for column in ("pass@1 diff", "base pass@n", "variant pass@n"):
+        shown[column] = [report.format_number(v, signed=column.endswith("diff")) for v in shown[column]]
+    return report.with_intervals(shown, ["pass@n diff"]).set_index("variant")
+
+
+def coverage_table(covered: pd.DataFrame) -> pd.DataFrame:
+    """The coverage table as a reader sees it: shares with their intervals, counts, and the problems only one of
+    the two solves ('-' for the base's own row)."""
+    shown = covered.rename(
+        columns={
+            "lo": "coverage_lo",
+            "hi": "coverage_hi",
+            "variant_only_lo": "variant_only_share_lo",
+            "variant_only_hi": "variant_only_share_hi",
+        }
+    )
+    for column in (
+        "solved",
+        "n_problems",
+        "base_only",
+        "variant_only",
+    ):  # counts, whole beside the base's blanks
+        if column in shown:
+            shown[column] = shown[column].astype("Int64")
+    shown = report.with_intervals(shown, ["coverage", "variant_only_share"])
+    return shown.astype(object).where(shown.notna(), "-").set_index("variant")
+
+
 def report_section(run: Run) -> str | None:
     """09's part of `REPORT.md`, from its saved tables and figures (None before 09 ran)."""
     if not has_run(run):
         return None
     crossover = pd.read_csv(run.root / TABLES["crossover"])
-    covered = _read_csv(run.root / TABLES["coverage"])
+    covered = pd.read_csv(run.root / TABLES["coverage"])
     n, m = (
         int(crossover["n"].iloc[0]) if len(crossover) else run.cfg.large_k_n,
         int(covered["n_problems"].iloc[0]),
@@ -394,13 +431,13 @@ def report_section(run: Run) -> str | None:
         "tie do not cross). Differences are variant minus base, paired. Strict and lenient checkers here; "
         "`eval/large_k/` has lm-eval's readings too.",
         "",
-        evaluation.markdown_table(crossover[["variant", "checker", *SHOWN]].set_index("variant")),
+        report.markdown_table(crossover_table(crossover)),
         "",
         f"**Coverage** (solved at least once in {n}, with its bootstrap interval) and the problems only one of the "
         "two ever solves (right samples out of n in brackets); `variant_only_share` and its 95 % Wilson interval "
         "decide claim 1 at large k:",
         "",
-        evaluation.markdown_table(covered.replace("", "-").set_index("variant")),
+        report.markdown_table(coverage_table(covered)),
         "",
         *[f"![{p.stem}]({p.relative_to(run.root).as_posix()})" for p in figures],
     ]
@@ -425,7 +462,7 @@ def update_report(run: Run, found: Claim) -> Path:
             f"09's tables are not all in {run.root / 'eval' / 'large_k'}: save them first (`save`)."
         )
     text = report_path.read_text(encoding="utf-8")
-    claims_part = evaluation.claims_table(table)
+    claims_part = evaluation.claims_section(table, run.cfg.k)
     fix = _rerun_08(run)
     text = evaluation.replace_block(
         text, evaluation.CLAIMS_START, evaluation.CLAIMS_END, claims_part, report_path, fix

@@ -1,5 +1,8 @@
-"""Sample-set metrics: pass@k, maj@k, majority vote, bootstrap intervals and the per-variant summary table.
+"""Sample-set metrics: pass@k, the two maj@k, bootstrap and Wilson intervals, and the per-variant summary table.
 
+"maj@k" means two things, so it has two names here: `maj_half@k` (the original study's maj@k) is the share of
+problems right in more than half of their k samples; `maj_vote@k` (the literature's maj@k: lm-eval's majority
+vote, Meta's `em_maj1@1`, self-consistency) is the share whose most common answer among the k is right.
 Inputs are already graded (see `answers.grade`); this module never reads completions or files. numpy and
 pandas only, so it tests in milliseconds.
 """
@@ -17,6 +20,14 @@ from helpers.answers import CHECKERS, LMEVAL_CHECKERS, is_correct, matches
 BOOT_SEED = 0  # fixed so that a rerun of the same samples prints the same intervals
 JUDGE = "judge"  # the optional LLM-judge checker: a `judge_correct` verdict and no extracted answer
 EVAL_CHECKERS = (*CHECKERS, *LMEVAL_CHECKERS, JUDGE)
+# The two maj@k by name, for k samples a problem (`MAJ_HALF.format(k=8)` is "maj_half@8"); the module docstring
+# defines them, and so does MAJ_DEFINITIONS wherever a reader first meets them.
+MAJ_HALF, MAJ_VOTE = "maj_half@{k}", "maj_vote@{k}"
+MAJ_DEFINITIONS = (
+    "`maj_half@{k}` (the original study's maj@k) is the share of problems right in more than half of their {k} "
+    "samples; `maj_vote@{k}` (the literature's maj@k: majority-vote accuracy, as in lm-eval and self-consistency) "
+    "is the share whose most common answer among the {k} is right."
+)
 
 
 def checkers_in(graded: pd.DataFrame) -> list[str]:
@@ -48,15 +59,16 @@ def pass_at_k(n: int, c: int | Sequence[int] | np.ndarray, k: int) -> float | np
     return np.array([_pass_at_k_one(n, int(ci), k) for ci in np.asarray(c)], dtype=float)
 
 
-def maj_at_k(correct_counts: Sequence[int] | np.ndarray, n: int) -> float:
-    """The seed's maj@k: share of problems correct in more than half of their n samples (5+ of 8).
+def maj_half_at_k(correct_counts: Sequence[int] | np.ndarray, n: int) -> float:
+    """`maj_half@n`, the original study's maj@k: the share of problems right in more than half of their n samples
+    (5 or more of 8).
 
-    >>> maj_at_k([8, 5, 4, 0], 8)
+    >>> maj_half_at_k([8, 5, 4, 0], 8)
     0.5
     """
     counts = np.asarray(correct_counts)
     if counts.size == 0:
-        raise ValueError("maj_at_k: no problems given.")
+        raise ValueError("maj_half_at_k: no problems given.")
     return float(np.mean(counts * 2 > n))
 
 
@@ -73,10 +85,15 @@ def majority_answer(preds: Sequence[str | None]) -> str | None:
     return next(p for p in preds if p is not None and counts[p] == best)
 
 
-def majority_vote_accuracy(preds_per_problem: Sequence[Sequence[str | None]], golds: Sequence[str]) -> float:
-    """Self-consistency accuracy: the share of problems whose majority answer equals the gold."""
+def maj_vote_at_k(preds_per_problem: Sequence[Sequence[str | None]], golds: Sequence[str]) -> float:
+    """`maj_vote@k`, majority-vote (self-consistency) accuracy: the share of problems whose most common answer
+    among their k equals the gold.
+
+    >>> maj_vote_at_k([["3", "3", "4"], ["5", None, None]], ["3", "6"])
+    0.5
+    """
     if len(preds_per_problem) == 0:
-        raise ValueError("majority_vote_accuracy: no problems given.")
+        raise ValueError("maj_vote_at_k: no problems given.")
     hits = [is_correct(majority_answer(p), g) for p, g in zip(preds_per_problem, golds, strict=True)]
     return float(np.mean(hits))
 
@@ -152,20 +169,21 @@ def per_problem(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
 
 
 def per_problem_scores(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
-    """Per problem, for one checker: pass@1, pass@n and maj@n (their means are the summary's numbers)."""
+    """Per problem, for one checker: pass@1, pass@n, maj_half@n and maj_vote@n (their means are the summary's
+    numbers). The judge gives verdicts, not answers: no maj_vote@n for it."""
     table = per_problem(graded, checker)
     sizes = table["n"].unique()
     if len(sizes) != 1:
         raise ValueError(f"Problems have different sample counts {sorted(sizes)}; sample k for each.")
     n, c = int(sizes[0]), table["c"].to_numpy()
-    return pd.DataFrame(
-        {
-            "pass@1": pass_at_k(n, c, 1),
-            f"pass@{n}": pass_at_k(n, c, n),
-            f"maj@{n}": (c * 2 > n).astype(float),
-        },
-        index=table.index,
-    )
+    scores = {
+        "pass@1": pass_at_k(n, c, 1),
+        f"pass@{n}": pass_at_k(n, c, n),
+        MAJ_HALF.format(k=n): (c * 2 > n).astype(float),
+    }
+    if table["vote_correct"].notna().all():
+        scores[MAJ_VOTE.format(k=n)] = table["vote_correct"].to_numpy(dtype=float)
+    return pd.DataFrame(scores, index=table.index)
 
 
 REQUIRED_COLUMNS = (
@@ -187,8 +205,10 @@ def _summary_row(graded: pd.DataFrame, checker: str, n_boot: int) -> dict[str, f
     row: dict[str, float | int | str] = {"n_problems": len(table), "n_samples": int(table["n"].sum())}
     for k in range(1, n + 1):
         row[f"pass@{k}"] = float(pass_at_k(n, table["c"].to_numpy(), k).mean())
-    row[f"maj@{n}"] = float(scores[f"maj@{n}"].mean())
-    row["majority_vote"] = float(table["vote_correct"].mean())
+    row[MAJ_HALF.format(k=n)] = float(scores[MAJ_HALF.format(k=n)].mean())
+    row[MAJ_VOTE.format(k=n)] = float(
+        table["vote_correct"].mean()
+    )  # NaN for the judge: no answers to vote on
     row["format_rate"] = float(graded["has_format"].mean())
     if "n_tokens" in graded:
         row["mean_tokens"] = float(graded["n_tokens"].mean())
@@ -200,9 +220,10 @@ def _summary_row(graded: pd.DataFrame, checker: str, n_boot: int) -> dict[str, f
 def summarize(graded: pd.DataFrame, n_boot: int = 1000) -> pd.DataFrame:
     """One row per (variant, checker) from one row per graded sample.
 
-    Columns: n_problems, n_samples, pass@1..pass@n, maj@n, majority_vote, format_rate, mean_tokens (when
-    `n_tokens` is given) and 95 % bootstrap bounds `<metric>_lo`/`_hi` for pass@1, pass@n and maj@n. Checkers:
-    every `EVAL_CHECKERS` reading whose `<checker>_correct` column is present (judge only when it ran).
+    Columns: n_problems, n_samples, pass@1..pass@n, maj_half@n, maj_vote@n (the module docstring defines both),
+    format_rate, mean_tokens (when `n_tokens` is given) and 95 % bootstrap bounds `<metric>_lo`/`_hi` for pass@1,
+    pass@n, maj_half@n and maj_vote@n (none of maj_vote@n for the judge). Checkers: every `EVAL_CHECKERS` reading
+    whose `<checker>_correct` column is present (judge only when it ran).
     """
     missing = [c for c in REQUIRED_COLUMNS if c not in graded.columns]
     if missing:

@@ -189,10 +189,14 @@ def large_k_curves(curves: pd.DataFrame, checker: str) -> Figure:
 
 
 def metric_bars(
-    results: pd.DataFrame, k: int, title: str = "pass@1, pass@k and maj@k with 95 % intervals"
+    results: pd.DataFrame,
+    k: int,
+    title: str = "pass@1, pass@k and both maj@k (maj_half: right in over half; maj_vote: majority answer right)",
 ) -> Figure:
-    """One panel per metric: a bar per variant and checker, with its bootstrap interval."""
-    names = ["pass@1", f"pass@{k}", f"maj@{k}"]
+    """One panel per metric (pass@1, pass@k, maj_half@k and maj_vote@k side by side): a bar per variant and
+    checker, with its bootstrap interval where the table has one (a checker without a metric, such as the judge
+    without maj_vote@k, has no bar there)."""
+    names = ["pass@1", f"pass@{k}", metrics.MAJ_HALF.format(k=k), metrics.MAJ_VOTE.format(k=k)]
     variants = list(dict.fromkeys(results["variant"]))
     checkers = list(dict.fromkeys(results["checker"]))
     fig = InlineFigure(figsize=(4.5 * len(names), 3.8))
@@ -201,7 +205,9 @@ def metric_bars(
     for ax, metric in zip(fig.subplots(1, len(names), sharey=True), names, strict=True):
         for i, checker in enumerate(checkers):
             part = results[results["checker"] == checker].set_index("variant").loc[variants]
-            errors = [part[metric] - part[f"{metric}_lo"], part[f"{metric}_hi"] - part[metric]]
+            errors = None
+            if f"{metric}_lo" in part:
+                errors = [part[metric] - part[f"{metric}_lo"], part[f"{metric}_hi"] - part[metric]]
             ax.bar(
                 x + (i - (len(checkers) - 1) / 2) * width,
                 part[metric],
@@ -237,15 +243,35 @@ def format_breakdown(breakdown: pd.DataFrame, title: str = "Right vs formatted, 
 
 
 def cost_vs_gain(
-    cost: pd.DataFrame, paired: pd.DataFrame, metric: str, title: str = "Cost vs gain"
+    cost: pd.DataFrame, paired: pd.DataFrame, metric: str | list[str], title: str = "Cost vs gain"
 ) -> Figure:
-    """Each variant's total tokens (sampled + trained + teacher, lineage included) against its `metric` change vs the base,
-    one panel per checker."""
+    """Each variant's total tokens (sampled + trained + teacher, lineage included) against its change vs the base
+    in `metric`, one panel per checker; several metrics (both maj@k: `[f"maj_half@{k}", f"maj_vote@{k}"]`) make one
+    row of panels each, side by side in the same columns."""
+    names = [metric] if isinstance(metric, str) else list(metric)
+    missing = [m for m in names if m not in set(paired["metric"])]
+    if missing:
+        raise ValueError(
+            f"cost_vs_gain: no {missing} in the paired table; it has {sorted(set(paired['metric']))}."
+        )
     checkers = list(dict.fromkeys(paired["checker"]))
-    fig = InlineFigure(figsize=(5 * len(checkers), 4))
-    axes = fig.subplots(1, len(checkers), sharey=True, squeeze=False)[0]
+    fig = InlineFigure(figsize=(5 * len(checkers), 4 * len(names)))
+    grid = fig.subplots(len(names), len(checkers), sharey="row", squeeze=False)
+    for row, name in zip(grid, names, strict=True):
+        _cost_vs_gain_row(row, cost, paired, name, checkers)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _cost_vs_gain_row(
+    axes: np.ndarray, cost: pd.DataFrame, paired: pd.DataFrame, metric: str, checkers: list[str]
+) -> None:
     for ax, checker in zip(axes, checkers, strict=True):
         part = paired[(paired["checker"] == checker) & (paired["metric"] == metric)].set_index("variant")
+        if part.empty:  # the judge has no maj_vote@k
+            ax.set_axis_off()
+            continue
         part = part.loc[[v for v in part.index if v in cost.index]]
         tokens = cost.loc[part.index, "total_tokens"].astype(float)
         errors = [part["diff"] - part["lo"], part["hi"] - part["diff"]]
@@ -256,6 +282,3 @@ def cost_vs_gain(
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(xscale="log", xlabel="tokens sampled + trained + teacher (log)", title=f"{checker} checker")
     axes[0].set_ylabel(f"{metric} minus base (95 % interval)")
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig

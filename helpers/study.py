@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config, evaluation, files, large_k, pipeline, runs
+from helpers import config, files, large_k, metrics, pipeline, report, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -172,20 +172,38 @@ def _minutes(seconds: float) -> str:
 
 
 def _cell(row: pd.Series, metric: str) -> str:
-    interval = f" [{row[f'{metric}_lo']:.3f}, {row[f'{metric}_hi']:.3f}]" if f"{metric}_lo" in row else ""
-    return f"{row[metric]:.3f}{interval}"
+    if f"{metric}_lo" not in row:
+        return report.format_number(row[metric])
+    return report.format_interval(row[metric], row[f"{metric}_lo"], row[f"{metric}_hi"])
 
 
 def results_table(results: pd.DataFrame, k: int) -> str:
-    """One row per variant: pass@1, pass@k and maj@k with their intervals under each checker, and the format rate."""
-    metrics = ("pass@1", f"pass@{k}", f"maj@{k}")
-    header = ["variant", *(f"{m} {c}" for c in CHECKERS for m in metrics), "format rate"]
+    """One row per variant: pass@1, pass@k, maj_half@k and maj_vote@k with their intervals (where the table has
+    them) under each checker, rounded by `report`'s rule, and the format rate."""
+    names = ("pass@1", f"pass@{k}", metrics.MAJ_HALF.format(k=k), metrics.MAJ_VOTE.format(k=k))
+    header = ["variant", *(f"{m} {c}" for c in CHECKERS for m in names), "format rate"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, part in results.groupby("variant", sort=False):
         rows = part.set_index("checker")
-        cells = [_cell(rows.loc[c], m) for c in CHECKERS for m in metrics]
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {rows.iloc[0]['format_rate']:.3f} |")
+        cells = [_cell(rows.loc[c], m) for c in CHECKERS for m in names]
+        lines.append(
+            f"| {variant} | "
+            + " | ".join(cells)
+            + f" | {report.format_number(rows.iloc[0]['format_rate'])} |"
+        )
     return "\n".join(lines)
+
+
+def claims_table(claims: pd.DataFrame, k: int) -> str:
+    """One row per claim: the claim as `eval/claims.csv` states it, in plain words, and its verdict."""
+    table = pd.DataFrame(
+        {
+            "claim": claims["claim"],
+            "in plain words": [report.plain(c, k) for c in claims["claim"]],
+            "verdict": claims["verdict"],
+        }
+    )
+    return report.markdown_table(table.set_index("claim"))
 
 
 def interval_widths(paired: pd.DataFrame, checker: str = "lenient") -> dict[str, tuple[float, float]]:
@@ -206,13 +224,14 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
     timings = json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8"))
     results = pd.read_csv(published / "eval" / "results.csv")
     paired = pd.read_csv(published / "eval" / "paired.csv")
-    claims = pd.read_csv(published / "eval" / "claims.csv").set_index("claim")
+    claims = pd.read_csv(published / "eval" / "claims.csv", keep_default_na=False)
     where = link or published.relative_to(ROOT).as_posix()
     k, n_test = settings["k"], results["n_problems"].iloc[0]
+    vote = metrics.MAJ_VOTE.format(k=k)
     data_set = "the generated toy set" if settings["dataset"] == "arithmetic" else "GSM8K"
     steps = ", ".join(f"{name[:2]} {_minutes(t['wall_s'])}" for name, t in timings.items())
     widths = interval_widths(paired)
-    reached = "; ".join(f"{m} ±{wide:.3f} (median ±{mid:.3f})" for m, (wide, mid) in widths.items())
+    reached = "; ".join(f"{m} ±{wide:.2f} (median ±{mid:.2f})" for m, (wide, mid) in widths.items())
     parts = [
         f"One run of the `{record['profile']}` profile: `{settings['model']}` on {data_set}, "
         f"{settings['n_train']} training and {n_test} test problems, k={k} samples per problem at "
@@ -223,15 +242,18 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         f"- **Commit:** `{(record['commit'] or 'unknown')[:12]}`. **Machine:** {record['machine']}.",
         f"- **Wall time:** {_minutes(record['series_wall_s'])} for the series (per step: {steps}).",
         f"- **Files:** [`{where}/`]({where}/): `results.csv`, `paired.csv`, `claims.csv`, the figures and the "
-        f"run's own [`REPORT.md`]({where}/REPORT.md) (checker disagreements, costs, gain per token).",
+        f"run's own [`REPORT.md`]({where}/REPORT.md) (the numbers behind each verdict, checker disagreements, "
+        "costs, gain per token).",
         "",
-        f"**The seed's claims at toy scale** (95 % paired bootstrap intervals over the {n_test} test problems; "
-        "the verdict rules are in `helpers/evaluation.py`):",
+        f"**The original study's claims at toy scale** (95 % paired bootstrap intervals over the {n_test} test "
+        "problems; the verdict rules are in `helpers/evaluation.py`):",
         "",
-        evaluation.markdown_table(claims),
+        claims_table(claims, k),
         "",
+        *_amended_verdicts(record),
         "**Every variant** (lenient: the answer a human grader would accept; strict: only a `#### <number>` "
-        "line counts), with 95 % bootstrap intervals over problems:",
+        f"line counts), with 95 % bootstrap intervals over problems. {metrics.MAJ_DEFINITIONS.format(k=k)}"
+        + ("" if f"{vote}_lo" in results else f" This run predates the intervals of {vote}."),
         "",
         results_table(results, k),
         "",
@@ -242,6 +264,20 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         *_large_k_part(published, settings, where),
     ]
     return "\n".join(parts).strip("\n")
+
+
+def _amended_verdicts(record: dict) -> list[str]:
+    """A run published before the did-not-train rule carries its verdict in `claims.csv`, amended; `study.json`
+    says so and on what record (`grpo_did_not_train`: the reason and its source). Nothing for a later run, whose
+    08 applied the rule itself."""
+    found = record.get("grpo_did_not_train")
+    if not found:
+        return []
+    return [
+        f"**GRPO did not train** in this run ({found['reason']}), so the verdicts resting on it are inconclusive. "
+        f"{found['source']}",
+        "",
+    ]
 
 
 def added_since(settings: dict) -> list[str]:
@@ -269,7 +305,7 @@ def _large_k_part(published: Path, settings: dict, where: str) -> list[str]:
         "smallest k at which the base's pass@k lies above the variant's and from which it never lies below again, "
         "with its 95 % interval):",
         "",
-        evaluation.markdown_table(table[["variant", *large_k.SHOWN]].set_index("variant")),
+        report.markdown_table(large_k.crossover_table(table).drop(columns="checker")),
         "",
         *(f"![{alt.format(n=n)}]({where}/{name})\n" for name, alt in SHOWN_LARGE_K.items()),
     ]

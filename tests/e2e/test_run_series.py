@@ -247,14 +247,17 @@ def test_results_match_the_per_sample_files(smoke) -> None:
             assert row["n_problems"] == cfg.n_test
             assert row["pass@1"] == pytest.approx((correct / k).mean())
             assert row[f"pass@{k}"] == pytest.approx((correct > 0).mean())
-            assert row[f"maj@{k}"] == pytest.approx((correct * 2 > k).mean())
+            assert row[f"maj_half@{k}"] == pytest.approx((correct * 2 > k).mean())
+            vote = row[f"maj_vote@{k}"]  # NaN for the judge: it gives verdicts, no answers to vote on
+            assert pd.isna(vote) if checker == metrics.JUDGE else 0 <= vote <= 1
 
 
 def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
     run_dir, _ = smoke
     paired = pd.read_csv(run_dir / "eval" / "paired.csv")
     checkers = [c for c in metrics.EVAL_CHECKERS if c != metrics.JUDGE or judged(run_dir)]
-    assert len(paired) == len(training.VARIANTS) * len(checkers) * 3
+    # pass@1, pass@k, maj_half@k and maj_vote@k per checker; the judge has no answers to vote on
+    assert len(paired) == len(training.VARIANTS) * (4 * len(checkers) - (metrics.JUDGE in checkers))
     assert set(paired["variant"]) == set(training.VARIANTS) and set(paired["checker"]) == set(checkers)
     assert (paired["lo"] <= paired["diff"]).all() and (paired["diff"] <= paired["hi"]).all()
     for figure in ("08_pass_at_k", "08_metrics", "08_format_breakdown", "08_cost_vs_gain"):

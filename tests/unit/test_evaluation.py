@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import agreement, evaluation, files, judge, metrics, plots, runs
+from helpers import agreement, evaluation, files, judge, metrics, plots, report, runs
 
 
 def graded_variant(
@@ -42,9 +43,10 @@ def test_paired_differences_are_variant_minus_base_per_checker_and_metric() -> N
     better = graded_variant("SFT_1", [[True, True]] * 10)
     table = evaluation.paired(pd.concat([base, better]), n_boot=50)
     assert set(table["checker"]) == {"strict", "lenient"}
-    assert set(table["metric"]) == {"pass@1", "pass@2", "maj@2"}
-    row = table[(table["checker"] == "lenient") & (table["metric"] == "maj@2")].iloc[0]
-    assert (row["variant"], row["diff"], row["lo"], row["hi"]) == ("SFT_1", 1.0, 1.0, 1.0)
+    assert set(table["metric"]) == {"pass@1", "pass@2", "maj_half@2", "maj_vote@2"}
+    for metric in ("maj_half@2", "maj_vote@2"):  # every sample right: both maj@k go from 0 to 1
+        row = table[(table["checker"] == "lenient") & (table["metric"] == metric)].iloc[0]
+        assert (row["variant"], row["diff"], row["lo"], row["hi"]) == ("SFT_1", 1.0, 1.0, 1.0)
 
 
 def test_paired_refuses_variants_sampled_on_other_problems() -> None:
@@ -70,8 +72,8 @@ def claims_for(base: pd.DataFrame, others: list[pd.DataFrame], rounds=None) -> d
 def test_claims_hold_when_the_intervals_say_so() -> None:
     rng = np.random.default_rng(0)
     n = 40
-    base = graded_variant("base", [[True, False, False, False]] * n)  # pass@4 = 1, maj@4 = 0
-    sft = graded_variant("SFT_1", [[True, True, True, False]] * n)  # same pass@4, maj@4 = 1
+    base = graded_variant("base", [[True, False, False, False]] * n)  # pass@4 = 1, maj_half@4 = 0
+    sft = graded_variant("SFT_1", [[True, True, True, False]] * n)  # same pass@4, maj_half@4 = 1
     # GRPO: right as often as the base, but always formatted where the base never is -> strict gain only
     base_unformatted = graded_variant("base", [[True, False, False, False]] * n, [[False] * 4] * n)
     grpo = graded_variant("GRPO", [[True, False, False, False]] * n, [[True] * 4] * n)
@@ -81,7 +83,11 @@ def test_claims_hold_when_the_intervals_say_so() -> None:
     )
     found = claims_for(base, [sft], rounds)
     assert found["1"].verdict == "holds" and found["2"].verdict == "holds"
-    assert found["4"].verdict == "holds" and "SFT_1 +1.000" in found["2"].evidence
+    assert (
+        found["4"].verdict == "holds"
+        and "SFT_1 minus base, maj_half@4 +1.00 [+1.00, +1.00]" in found["2"].evidence
+    )
+    assert "maj_half@4" in found["2"].claim
     assert found["3"].verdict.startswith("not tested")
     assert claims_for(base_unformatted, [grpo])["3"].verdict == "holds"
 
@@ -165,9 +171,13 @@ def test_report_names_every_variant_claim_and_figure(tmp_path: Path) -> None:
     ):
         assert needle in text
     assert all(c.claim in text and c.verdict in text for c in found)
-    assert '"k": 2' in text
+    assert '"k": 2' in text and "maj_half@2" in text and "maj_vote@2" in text
     claims_part = text.split(evaluation.CLAIMS_START + "\n")[1].split("\n" + evaluation.CLAIMS_END)[0]
-    assert claims_part == evaluation.claims_table(found)  # the part 09 rewrites, between its markers
+    assert claims_part == evaluation.claims_section(found, 2)  # the part 09 rewrites, between its markers
+    first_screen = text.split("## Results")[0]
+    assert "`maj_half@2` (the original study's maj@k)" in first_screen  # both maj@k defined where they appear
+    assert first_screen.index("- **1.**") < first_screen.index("The numbers behind the verdicts")
+    assert not re.search(r"\d\.\d{5,}", text)  # no raw floats anywhere
     assert f"{evaluation.LARGE_K_START}\n{evaluation.LARGE_K_PENDING}\n{evaluation.LARGE_K_END}" in text
 
 
@@ -199,8 +209,8 @@ def test_a_judge_with_every_verdict_cached_is_not_asked_for(
 
 
 def test_markdown_table_rounds_floats() -> None:
-    text = evaluation.markdown_table(pd.DataFrame({"a": [0.12345], "b": ["x"]}, index=["r"]))
-    assert text.splitlines() == ["| index | a | b |", "|---|---|---|", "| r | 0.123 | x |"]
+    text = report.markdown_table(pd.DataFrame({"a": [0.12345], "b": ["x"], "c": [np.nan]}, index=["r"]))
+    assert text.splitlines() == ["| index | a | b | c |", "|---|---|---|---|", "| r | 0.123 | x | - |"]
 
 
 def test_one_verdict_rule_for_every_claim() -> None:
@@ -217,12 +227,15 @@ def test_claim_5_sets_each_source_against_sft_1() -> None:
     n = 40
     base = graded_variant("base", [[False] * 4] * n)
     sft_1 = graded_variant("SFT_1", [[True, False, False, False]] * n)
-    teacher = graded_variant("SFT_teacher", [[True, True, True, False]] * n)  # pass@1 and maj@4 above SFT_1
+    teacher = graded_variant("SFT_teacher", [[True, True, True, False]] * n)  # pass@1, maj_half@4 above SFT_1
     gold = graded_variant("SFT_gold", [[False] * 4] * n)  # below it
     found = claims_for(base, [sft_1, teacher, gold])
     graded = pd.concat([base, sft_1, teacher, gold])
     five = {c.claim[:2]: c for c in evaluation.claims(evaluation.paired(graded, 50), graded, None, 4)}
-    assert five["5a"].verdict == "holds" and "pass@1 +0.500 [+0.500, +0.500]" in five["5a"].evidence
+    assert (
+        five["5a"].verdict == "holds"
+        and "SFT_teacher minus SFT_1, pass@1 +0.50 [+0.50, +0.50]" in five["5a"].evidence
+    )
     assert five["5b"].verdict == "does not hold" and "SFT_gold vs SFT_1" in five["5b"].claim
     assert found["6"].verdict.startswith("not tested") and found["7"].verdict.startswith("not tested")
     alone = {c.claim[:2]: c for c in evaluation.claims(evaluation.paired(pd.concat([base, teacher]), 50),
@@ -258,7 +271,7 @@ def test_claim_7_ranks_gain_per_token_and_sets_the_teacher_against_grpo() -> Non
     assert ranked.loc["GRPO", "gain per M tokens"] == pytest.approx(0.075)
     assert ranked.loc["SFT_teacher", "total_tokens"] == 1_000_000
     found = evaluation._efficiency_claim(graded, ranked, n_boot=50)
-    assert found.verdict == "holds" and "SFT_teacher +0.5" in found.evidence
+    assert found.verdict == "holds" and "SFT_teacher pass@1 gain per million tokens +0.50" in found.evidence
     assert evaluation._efficiency_claim(graded, ranked.drop("GRPO")).verdict.startswith("not tested")
 
 
@@ -290,7 +303,7 @@ def test_a_loss_is_never_divided_by_its_cost() -> None:
     assert ranked.index.tolist() == ["GRPO", "SFT_teacher"] and ranked["gain per M tokens"].isna().all()
     found = evaluation._efficiency_claim(graded, ranked, n_boot=50)
     assert found.verdict == "inconclusive (no measured gain for SFT_teacher)"
-    assert "SFT_teacher (no measured gain: -0.500" in found.evidence
+    assert "SFT_teacher pass@1 gain (none measured, not ranked) -0.50" in found.evidence
     gaining = graded_variant("GRPO", [[True, True, True, False]] * n)
     gained = pd.concat([base, cheap_loss, gaining])
     found = evaluation._efficiency_claim(gained, evaluation.efficiency(gained, cost, n_boot=50), n_boot=50)
@@ -304,4 +317,83 @@ def test_claim_3_goes_through_the_one_rule() -> None:
     base = graded_variant("base", [[i % 2 == 0] * 4 for i in range(n)], [[i % 2 == 0] * 4 for i in range(n)])
     grpo = graded_variant("GRPO", [[True] * 4] * n, [[i % 2 == 1] * 4 for i in range(n)])
     found = claims_for(base, [grpo])["3"]
-    assert found.verdict == "does not hold" and "strict gain minus lenient gain -0.500" in found.evidence
+    assert found.verdict == "does not hold" and "strict gain minus lenient gain -0.50" in found.evidence
+
+
+def _stopped(rewards: list[float], stopped_at: int | None = 8) -> pd.DataFrame:
+    """A GRPO log of one reward per window, with the compute record `grpo_history` attaches."""
+    history = pd.DataFrame(
+        {"step": range(1, len(rewards) + 1), "reward": rewards, "frac_reward_zero_std": 0.5}
+    )
+    history.attrs["compute"] = {"rows_consumed": 8, "rows_available": 32, "stopped_early_at_step": stopped_at}
+    return history
+
+
+@pytest.mark.parametrize(
+    ("rewards", "stopped_at", "untrained"),
+    [
+        ([0.5, 0.25, 0.5, 0.0, 0.25], 8, True),  # stopped, and no window beat the first (a tie is no rise)
+        ([0.25, 0.5, 0.0, 0.0, 0.0], 8, False),  # stopped, but the reward rose once: it trained
+        ([0.5, 0.25, 0.25], None, False),  # used its whole budget: it trained, whatever it learned
+        ([0.5], 8, True),  # stopped after one window
+    ],
+)
+def test_grpo_did_not_train_when_stopped_before_its_reward_ever_rose(
+    rewards: list[float], stopped_at: int | None, untrained: bool
+) -> None:
+    history = _stopped(rewards, stopped_at)
+    reason = evaluation.grpo_did_not_train(history, history.attrs["compute"])
+    assert (reason is not None) == untrained
+    if untrained:
+        assert reason == (
+            "stopped by its plateau rule after 8 of 32 prompts; its mean reward never rose above its first "
+            "logged window's"
+        )
+
+
+def test_grpo_did_not_train_says_nothing_without_a_record_or_a_reward() -> None:
+    history = _stopped([0.5, 0.0])
+    assert evaluation.grpo_did_not_train(history, None) is None  # a log without its manifest
+    assert evaluation.grpo_did_not_train(history.drop(columns="reward"), history.attrs["compute"]) is None
+    bare = {"stopped_early_at_step": 4}
+    assert "at step 4" in evaluation.grpo_did_not_train(history, bare)
+
+
+def test_claims_resting_on_an_untrained_grpo_say_so_in_their_verdict() -> None:
+    n = 40
+    base = graded_variant("base", [[True, False, False, False]] * n, [[False] * 4] * n)
+    grpo = graded_variant("GRPO", [[True, False, False, False]] * n, [[True] * 4] * n)  # a strict gain
+    teacher = graded_variant("SFT_teacher", [[True, True, False, False]] * n)
+    graded = pd.concat([base, grpo, teacher])
+    cost = pd.DataFrame({"total_tokens": [1_000_000, 10_000_000]}, index=["SFT_teacher", "GRPO"])
+    ranked = evaluation.efficiency(graded, cost, n_boot=50)
+    table = evaluation.paired(graded, n_boot=50)
+    trained = {
+        c.claim[:2]: c for c in evaluation.claims(table, graded, None, 4, _stopped([0.25, 0.5]), ranked)
+    }
+    found = {c.claim[:2]: c for c in evaluation.claims(table, graded, None, 4, _stopped([0.5, 0.25]), ranked)}
+    for label in ("3.", "6.", "7."):
+        assert found[label].verdict == (
+            "inconclusive: GRPO did not train (stopped by its plateau rule after 8 of 32 prompts; its mean reward "
+            "never rose above its first logged window's)"
+        )
+        assert (
+            found[label].evidence == f"the numbers alone: {trained[label].verdict}; {trained[label].evidence}"
+        )
+    assert trained["3."].verdict == "holds"  # what the numbers alone say, kept in the evidence
+    for label in ("1.", "2.", "5a"):
+        assert found[label] == trained[label]  # claims that do not rest on GRPO are untouched
+    again = evaluation.mark_untrained(evaluation.claims_frame(list(found.values())), "another reason")
+    assert again == list(found.values())  # marking twice changes nothing
+    assert evaluation.mark_untrained([evaluation.Claim("3. x", "not tested (GRPO not trained)", "-")], "r")[
+        0
+    ].verdict.startswith("not tested")
+
+
+def test_grpo_history_carries_its_manifest_compute_record(tmp_path: Path) -> None:
+    run = runs.open_run(tmp_path / "run", "smoke")
+    assert evaluation.grpo_history(run) is None
+    manifest(run.root, "GRPO", None, None, {"rows_consumed": 2, "stopped_early_at_step": None})
+    (run.root / "models" / "GRPO" / "log_history.csv").write_text("step,reward\n1,0.5\n")
+    history = evaluation.grpo_history(run)
+    assert history["reward"].tolist() == [0.5] and history.attrs["compute"]["rows_consumed"] == 2

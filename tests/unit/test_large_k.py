@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -135,13 +136,13 @@ def test_claim_1_at_large_k_asks_whether_a_variant_reaches_what_the_base_never_d
     assert found.claim.startswith(large_k.LABEL) and "200 test problems x 16 samples" in found.claim
     assert "k=4" in found.claim and found.verdict == evaluation.HOLDS
     assert found.evidence.startswith(
-        "SFT_1 reaches 0 the base never does, 0.000 [0.000, 0.019] (the base 100"
+        "SFT_1, share of problems only it solves 0.000 [0.000, 0.019] (0 of 200 problems, the base alone 100"
     )
     # none of 20 is no proof of none: 0 of 20 allows up to 0.16
     assert judged(graded_counts({"base": [2] * 20, "SFT_1": [16] * 20}, 16)).verdict.startswith(
         "inconclusive"
     )
-    assert "pass@16 -0.500, crossover 8 [" in found.evidence
+    assert "pass@16 minus base -0.50 [-0.57, -0.43], crossover 8 [" in found.evidence
     assert found.evidence.endswith("not trained, not tested: GRPO")
     widened = graded_counts({"base": [1] * 10 + [0] * 30, "SFT_1": [4] * 40}, 16)
     assert judged(widened).verdict == evaluation.FAILS
@@ -223,7 +224,7 @@ def _saved_run(tmp_path: Path) -> runs.Run:
         [
             "# Report",
             evaluation.CLAIMS_START,
-            evaluation.claims_table(claims),
+            evaluation.claims_section(claims, run.cfg.k),
             evaluation.CLAIMS_END,
             "",
             evaluation.LARGE_K_START,
@@ -251,7 +252,8 @@ def test_update_report_puts_both_claim_1_verdicts_and_09s_part_in_the_report(tmp
     claims = pd.read_csv(run.root / "eval" / "claims.csv", keep_default_na=False)
     assert list(claims["claim"]) == [found.claim, "1. No method", "2. SFT"]
     text = (run.root / "REPORT.md").read_text()
-    assert text.count(found.claim) == 1 and "| 1. No method | holds | x |" in text
+    assert text.count(found.claim) == 1 and "| 1. | 1. No method |" in text and "| 1. | x |  |  |" in text
+    assert text.index("- **1 at large k.** Given many tries") < text.index("- **1.** No training method")
     assert evaluation.LARGE_K_PENDING not in text and "### Claim 1 at large k" in text
     assert "figures/09_pass_at_k_lenient.png" in text and "p03 (2/16), p04 (2/16), p05 (2/16)" in text
     assert text.endswith("## Results\n")
@@ -259,12 +261,16 @@ def test_update_report_puts_both_claim_1_verdicts_and_09s_part_in_the_report(tmp
     eighth = [Claim("1. No method", "holds", "x"), Claim("2. SFT", "holds", "")]
     again = large_k.with_saved_claim(run, eighth)
     assert again.equals(claims)
-    assert f"{evaluation.CLAIMS_START}\n{evaluation.claims_table(again)}\n{evaluation.CLAIMS_END}" in text
+    section = evaluation.claims_section(again, run.cfg.k)
+    assert f"{evaluation.CLAIMS_START}\n{section}\n{evaluation.CLAIMS_END}" in text
     part = large_k.report_section(run)
     assert f"{evaluation.LARGE_K_START}\n{part}\n{evaluation.LARGE_K_END}" in text
     assert (
         "| SFT_1 | lmeval_strict |" not in part
     )  # strict and lenient in the report, every checker in the CSVs
+    assert (
+        not re.search(r"\d\.\d{5,}", part) and "| 3 | 6 | 3 | 0 | 0.00 [0.00, 0.39] |" in part
+    )  # rounded; counts stay whole
 
 
 def test_update_report_refuses_a_report_without_its_markers(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""pass@k, maj@k, majority vote, bootstrap and the summary table: `pytest tests/unit/test_metrics.py`."""
+"""pass@k, maj_half@k, maj_vote@k, bootstrap and the summary table: `pytest tests/unit/test_metrics.py`."""
 
 from __future__ import annotations
 
@@ -43,11 +43,11 @@ def test_pass_at_k_rejects_impossible_inputs(n: int, c: int, k: int) -> None:
         metrics.pass_at_k(n, c, k)
 
 
-def test_maj_at_k_needs_more_than_half() -> None:
-    assert metrics.maj_at_k([5, 4, 8, 0], 8) == 0.5  # 5 of 8 counts, 4 of 8 does not
-    assert metrics.maj_at_k([3, 2], 4) == 0.5  # 3 of 4 counts, 2 of 4 does not
-    with pytest.raises(ValueError):
-        metrics.maj_at_k([], 8)
+def test_maj_half_at_k_needs_more_than_half() -> None:
+    assert metrics.maj_half_at_k([5, 4, 8, 0], 8) == 0.5  # 5 of 8 counts, 4 of 8 does not
+    assert metrics.maj_half_at_k([3, 2], 4) == 0.5  # 3 of 4 counts, 2 of 4 does not
+    with pytest.raises(ValueError, match="maj_half_at_k"):
+        metrics.maj_half_at_k([], 8)
 
 
 def test_majority_answer_ties_and_none() -> None:
@@ -56,9 +56,19 @@ def test_majority_answer_ties_and_none() -> None:
     assert metrics.majority_answer([None, None]) is None
 
 
-def test_majority_vote_accuracy() -> None:
+def test_maj_vote_at_k_is_majority_vote_accuracy() -> None:
     preds = [["72", "72", "70"], ["1", "2", "2"], [None, None, None]]
-    assert metrics.majority_vote_accuracy(preds, ["72", "1", "5"]) == pytest.approx(1 / 3)
+    assert metrics.maj_vote_at_k(preds, ["72", "1", "5"]) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="maj_vote_at_k"):
+        metrics.maj_vote_at_k([], [])
+
+
+def test_the_two_maj_at_k_differ_where_the_right_answer_wins_without_a_majority() -> None:
+    # 3 of 8 right, every wrong answer different: the right answer is the most common (maj_vote) but is not
+    # right in more than half of the samples (maj_half)
+    preds = [["7", "7", "7", "1", "2", "3", "4", "5"]]
+    assert metrics.maj_vote_at_k(preds, ["7"]) == 1.0 and metrics.maj_half_at_k([3], 8) == 0.0
+    assert metrics.MAJ_HALF.format(k=8) == "maj_half@8" and metrics.MAJ_VOTE.format(k=8) == "maj_vote@8"
 
 
 def test_bootstrap_ci_contains_the_mean_and_is_seeded() -> None:
@@ -117,11 +127,12 @@ def test_summarize_gives_hand_computed_numbers() -> None:
     assert strict["pass@1"] == pytest.approx((1 / 4 + 0) / 2)
     assert strict["pass@4"] == pytest.approx(0.5)
     assert strict["pass@2"] == pytest.approx((0.5 + 0) / 2)  # 1 - C(3,2)/C(4,2) = 0.5 for problem 0
-    assert strict["maj@4"] == 0.0
-    assert strict["majority_vote"] == 0.5  # strict votes: "1" (tie with "2", first seen), None
+    assert strict["maj_half@4"] == 0.0
+    assert strict["maj_vote@4"] == 0.5  # strict votes: "1" (tie with "2", first seen), None
     assert lenient["pass@1"] == pytest.approx((3 / 4 + 1 / 4) / 2)
-    assert lenient["maj@4"] == 0.5  # problem 0 has 3 of 4
-    assert lenient["majority_vote"] == 0.5  # "1" wins problem 0; "8" loses problem 1
+    assert lenient["maj_half@4"] == 0.5  # problem 0 has 3 of 4
+    assert lenient["maj_vote@4"] == 0.5  # "1" wins problem 0; "8" loses problem 1
+    assert lenient["maj_vote@4_lo"] <= 0.5 <= lenient["maj_vote@4_hi"]  # both maj@k have intervals
     assert strict["format_rate"] == pytest.approx(2 / 8)
     assert strict["mean_tokens"] == pytest.approx(25.0)
     assert strict["pass@1_lo"] <= strict["pass@1"] <= strict["pass@1_hi"]
@@ -137,7 +148,7 @@ def test_summarize_keeps_variants_apart() -> None:
         ("GRPO", "strict"),
         ("GRPO", "lenient"),
     ]
-    assert table.set_index(["variant", "checker"]).loc[("GRPO", "strict"), "maj@2"] == 1.0
+    assert table.set_index(["variant", "checker"]).loc[("GRPO", "strict"), "maj_half@2"] == 1.0
 
 
 def test_summarize_names_missing_columns_and_uneven_samples() -> None:
@@ -160,18 +171,22 @@ def test_judge_verdicts_become_a_third_checker_without_a_vote() -> None:
     graded["judge_correct"] = [True, True, False, True]
     table = metrics.summarize(graded, n_boot=20).set_index("checker")
     assert list(table.index) == ["strict", "lenient", "judge"]
-    assert table.loc["judge", "pass@1"] == 0.75 and table.loc["judge", "maj@2"] == 0.5
-    assert table.loc["judge", "pass@2"] == 1.0 and pd.isna(table.loc["judge", "majority_vote"])
+    assert table.loc["judge", "pass@1"] == 0.75 and table.loc["judge", "maj_half@2"] == 0.5
+    assert table.loc["judge", "pass@2"] == 1.0 and pd.isna(table.loc["judge", "maj_vote@2"])
+    assert pd.isna(table.loc["judge", "maj_vote@2_lo"]) and table.loc["lenient", "maj_vote@2_lo"] >= 0
 
 
 def test_per_problem_scores_average_to_the_summary() -> None:
     graded = _graded("x", [[("1", "1"), ("2", "2"), ("1", "1")], [("3", "3")] * 3], ["1", "4"])
     scores = metrics.per_problem_scores(graded, "lenient")
-    assert list(scores.columns) == ["pass@1", "pass@3", "maj@3"]
+    assert list(scores.columns) == ["pass@1", "pass@3", "maj_half@3", "maj_vote@3"]
     assert scores["pass@1"].tolist() == pytest.approx([2 / 3, 0.0])
-    assert scores["maj@3"].tolist() == [1.0, 0.0]
+    assert scores["maj_half@3"].tolist() == [1.0, 0.0] and scores["maj_vote@3"].tolist() == [1.0, 0.0]
     row = metrics.summarize(graded, n_boot=20).set_index("checker").loc["lenient"]
-    assert row["pass@1"] == pytest.approx(scores["pass@1"].mean()) and row["maj@3"] == scores["maj@3"].mean()
+    assert row["pass@1"] == pytest.approx(scores["pass@1"].mean())
+    assert (
+        row["maj_half@3"] == scores["maj_half@3"].mean() and row["maj_vote@3"] == scores["maj_vote@3"].mean()
+    )
 
 
 def test_the_wilson_interval_of_a_share_never_collapses() -> None:
