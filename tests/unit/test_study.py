@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, evaluation, files, large_k, metrics, pipeline, study
+from helpers import config, evaluation, files, large_k, metrics, pipeline, report, study
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -42,30 +42,79 @@ def _section_rows(header_start: str) -> tuple[list[str], list[list[str]]]:
     return cells(lines[at]), rows
 
 
+def _close(shown: str, value: float) -> bool:
+    """`shown` is `value` rounded to the decimals it shows."""
+    places = len(shown.partition(".")[2])
+    return abs(float(shown) - value) <= 0.5 * 10**-places + 1e-12
+
+
 def test_the_readme_numbers_equal_the_published_results_csv() -> None:
     header, rows = _section_rows("variant")
     results = pd.read_csv(study.PUBLISHED / "eval" / "results.csv").set_index(["variant", "checker"])
     assert {r[0] for r in rows} == set(results.index.get_level_values("variant"))
-    number = r"(-?\d+\.\d{3})"
+    k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
+    assert header[1:-1] == [
+        f"{m} {c}" for c in study.CHECKERS for m in ("pass@1", f"pass@{k}", f"maj_half@{k}", f"maj_vote@{k}")
+    ]
+    number = r"(-?\d+(?:\.\d+)?)"
     checked = 0
     for row in rows:
         for column, cell in zip(header[1:], row[1:], strict=True):
-            if column == "format rate":
-                expected, found = [results.loc[(row[0], "lenient"), "format_rate"]], [cell]
-            else:
-                metric, checker = column.split(" ")
-                expected = [results.loc[(row[0], checker), f"{metric}{s}"] for s in ("", "_lo", "_hi")]
-                found = list(re.fullmatch(rf"{number} \[{number}, {number}\]", cell).groups())
-            assert found == [f"{v:.3f}" for v in expected], (row[0], column)
-            checked += len(found)
-    assert checked == len(rows) * ((len(header) - 2) * 3 + 1) > 0
+            metric, _, checker = column.rpartition(" ")
+            source = results.loc[(row[0], "lenient" if column == "format rate" else checker)]
+            name = "format_rate" if column == "format rate" else metric
+            bounds = [f"{name}_lo", f"{name}_hi"] if f"{name}_lo" in source else []
+            found = re.fullmatch(rf"{number} \[{number}, {number}\]" if bounds else number, cell)
+            assert found, (row[0], column, cell)
+            expected = [source[c] for c in (name, *bounds)]
+            assert all(_close(f, v) for f, v in zip(found.groups(), expected, strict=True)), (row[0], column)
+            assert len({len(f.partition(".")[2]) for f in found.groups()}) == 1  # rounded alike
+            checked += len(expected)
+    assert checked >= len(rows) * (len(header) - 1) > 0
 
 
 def test_the_readme_claims_equal_the_published_claims_csv() -> None:
     claims = pd.read_csv(study.PUBLISHED / "eval" / "claims.csv")
+    k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
     header, rows = _section_rows("claim")
-    assert header == ["claim", "verdict", "evidence"]
-    assert [tuple(r) for r in rows] == list(claims[header].itertuples(index=False, name=None))
+    assert header == ["claim", "in plain words", "verdict"]
+    assert [tuple(r) for r in rows] == [
+        (c, report.plain(c, k), v) for c, v in zip(claims["claim"], claims["verdict"], strict=True)
+    ]
+
+
+def test_the_published_files_use_both_maj_at_k_names() -> None:
+    results = pd.read_csv(study.PUBLISHED / "eval" / "results.csv")
+    paired = pd.read_csv(study.PUBLISHED / "eval" / "paired.csv")
+    k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
+    assert {f"maj_half@{k}", f"maj_vote@{k}", f"maj_half@{k}_lo"} <= set(results.columns)
+    assert set(paired["metric"]) <= {"pass@1", f"pass@{k}", f"maj_half@{k}", f"maj_vote@{k}"}
+    texts = [*results.columns, *paired["metric"], (study.PUBLISHED / "eval" / "claims.csv").read_text()]
+    assert not any(re.search(r"(?<![\w])maj@|majority_vote", t) for t in texts)
+
+
+def test_the_published_verdicts_say_where_grpo_did_not_train() -> None:
+    """The published run predates the did-not-train rule: `study.json` records the reason and the record it
+    rests on, and claims.csv and REPORT.md carry it on every claim resting on GRPO."""
+    record = json.loads((study.PUBLISHED / study.RECORD).read_text())
+    claims = pd.read_csv(study.PUBLISHED / "eval" / "claims.csv", keep_default_na=False)
+    untrained = record.get("grpo_did_not_train")
+    on_grpo = claims[[report.label(c) in evaluation.GRPO_CLAIMS for c in claims["claim"]]]
+    if untrained is None:  # a run published after the rule: its 08 applied it
+        return
+    assert untrained["source"] and len(on_grpo) == len(evaluation.GRPO_CLAIMS)
+    assert set(on_grpo["verdict"]) == {f"{evaluation.UNTRAINED} ({untrained['reason']})"}
+    assert evaluation.claims_frame(evaluation.mark_untrained(claims, untrained["reason"])).equals(claims)
+    assert untrained["reason"] in study.readme_section()
+    text = (study.PUBLISHED / "REPORT.md").read_text()
+    k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
+    assert report.verdict_lines(claims, k) in text.split("## Results")[0]  # the report's first screen
+
+
+def test_the_published_report_shows_numbers_rounded() -> None:
+    text = (study.PUBLISHED / "REPORT.md").read_text()
+    tables = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    assert not re.search(r"\d\.\d{5,}", tables)
 
 
 def test_the_readme_section_is_the_one_its_published_files_give() -> None:
@@ -196,11 +245,11 @@ def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
     assert "old text" not in text
     assert study.readme_section(readme) == study.section(dest, "outputs/published/cpu-study")
     assert "](outputs/published/cpu-study/figures/08_pass_at_k.png)" in text
-    assert "| 1. A claim | holds | +0.100 [+0.050, +0.150] |" in text
+    assert f"| 1. A claim | {report.plain('1. A claim', config.resolve(study.PROFILE).k)} | holds |" in text
     assert "unknown" in text and f"{len(pipeline.STEPS):.1f} min for the series" in text
     assert "**Claim 1 at large k** (`09_large_k`: 6 test problems x 8 samples" in text
     assert "](outputs/published/cpu-study/figures/09_pass_at_k_lenient.png)" in text
-    files.atomic_write_text(readme, text.replace("| 1. A claim | holds |", "| 1. A claim | edited |"))
+    files.atomic_write_text(readme, text.replace(" | holds |", " | edited |"))
     study.write_readme(dest, readme)  # the section again, from the published files alone
     assert readme.read_text() == text
 
