@@ -15,7 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Unsloth must come before these: a trainer class imported from them earlier stays unpatched (GPU_NOTES §10.1).
+# Unsloth must come before these: a trainer class imported from them earlier stays unpatched (unsloth 2026.10.9
+# rebinds `trl.<Trainer>` to its patched class: unsloth/models/rl.py, about lines 3945-3975).
 PATCHED_BY_UNSLOTH = ("trl", "transformers", "peft")
 # Oldest NVIDIA driver (Linux) for a CUDA major version: CUDA 13 needs 580, CUDA 12 works from 525 through
 # minor-version compatibility (NVIDIA's CUDA compatibility guide, table "CUDA Toolkit and driver versions").
@@ -23,7 +24,7 @@ MIN_DRIVER = {13: 580, 12: 525, 11: 450}
 # The two installs of the GPU set, by driver (commands run from the repository root). PyPI's torch 2.13.0 and
 # vllm 0.32.0 are CUDA 13 builds. For CUDA 12.8: torch from the PyTorch cu128 index (pinned with its local
 # version, so an installed CUDA 13 torch is replaced and requirements-gpu.txt's `torch==2.13.0` is then met;
-# torchvision too: PyPI's 0.28.0 is a CUDA 13 build, GPU_NOTES §11),
+# torchvision too: PyPI's 0.28.0 is a CUDA 13 build),
 # and vLLM's cu128 release wheel (the address pattern of vLLM's GPU install docs; not yet tried).
 PYPI_INSTALL = (
     "pip install vllm==0.32.0",

@@ -146,7 +146,8 @@ FULL = RunConfig(
     max_seq_length=1024,
     # Unsloth's notebooks for Llama 3.x: LoRA r=16, alpha=16, SFT lr 2e-4, GRPO lr 5e-6, warm-up 10 %. One epoch
     # of SFT/ORPO data; GRPO may see every training problem once (one prompt x 8 completions per step) but stops
-    # when the mean reward of 10-step windows has not risen for 30 windows (the seed flattened near 3k rows).
+    # when the mean reward of 10-step windows has not risen for 30 windows (the original study's reward flattened
+    # near 3k rows).
     lora_r=16,
     lora_alpha=16,
     batch_size=8,
@@ -173,8 +174,8 @@ FULL = RunConfig(
     large_k_problems=200,
 )
 
-# The first GPU run: the whole series with the seed's model on the toy set, a few problems and a few steps, to
-# learn in minutes whether the GPU path works. Budget (an estimate, not yet measured on a GPU): samples of
+# The first GPU run: the whole series with the original study's model on the toy set, a few problems and a few
+# steps, to learn in minutes whether the GPU path works. Budget (an estimate, not yet measured on a GPU): samples of
 # 16 train problems x 4 three times (01, 05, and the 3B teacher in 07) and 16 test x 4 for 9 models (08), about
 # 770 completions of at most 256 tokens, about 130k tokens; SFT/ORPO 2-8 steps each, GRPO 4 steps of 2 prompts x 4
 # completions. Most of the time is starting vLLM (5 engines: 01, 05, 06, 07, 08) and loading the models (the 3B
@@ -214,7 +215,7 @@ GPU_SMOKE = dataclasses.replace(
 #   (at step 8 in the published run: no window beat the first step's, one prompt; such windows are noise), 32
 #   prompts at most.
 # - Test: 64 problems x k=8 for 9 models, 294k tokens, 28 minutes: paired intervals of about +-0.06 on pass@1,
-#   +-0.09 on maj@8 and +-0.13 on pass@8 (median half-widths; +-0.14 at the widest).
+#   +-0.09 on maj_half@8 and +-0.13 on pass@8 (median half-widths; +-0.14 at the widest).
 CPU_STUDY = dataclasses.replace(
     SMOKE,
     profile="cpu-study",
@@ -250,11 +251,12 @@ PROFILES: dict[str, RunConfig] = {
         max_new_tokens=200,
     ),
     "cpu-study": CPU_STUDY,
-    # The seed's run: every train and test problem, k=8, 16-bit LoRA.
+    # The original study's run: every train and test problem, k=8, 16-bit LoRA.
     "full": FULL,
     # Llama 3.2 1B Instruct on a 16 GB T4, sized for a Colab session: 1,000 train x 8, 250 test x 8. In 16 bit
     # (fp16 on a T4): 2.5 GB of weights fit, and 4 bit with vLLM would need the out-of-tree vllm-bnb-plugin,
-    # which the GPU set does not install (GPU_NOTES §10.3; tests/test_gpu_contract.py checks it).
+    # which the GPU set does not install (unsloth_zoo 2026.10.9 raises without it: unsloth_zoo/vllm_utils.py,
+    # about line 4526; tests/test_gpu_contract.py checks it).
     # The teacher: Llama 3.2 3B Instruct, 6.4 GB in fp16, sampled in its own process (07) with nothing else on the card.
     # 09 on 50 test problems x 64 samples: 9 x 50 x 64 = 28,800 completions, about 5.8M tokens (an estimate at
     # 200 a completion): about 1 hour at the 1.5-3k tok/s a T4 may give a 1B model in fp16.

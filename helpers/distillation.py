@@ -1,4 +1,4 @@
-"""Notebook 07: the seed's advice to the GPU-poor, SFT on verified answers from a stronger source.
+"""Notebook 07: the original study's advice to the GPU-poor, SFT on verified answers from a stronger source.
 
 Two data sets for SFT of the base, in the same row format as `filtering`'s:
 - `SFT_gold`: the data set's own worked solutions, one per training problem (`gold_solution`).

@@ -23,7 +23,7 @@ from helpers.files import BadInput, read_json_object, write_dir_atomically
 
 log = logging.getLogger(__name__)
 
-SEED_MODEL = "unsloth/Llama-3.2-1B-Instruct"
+ORIGINAL_MODEL = "unsloth/Llama-3.2-1B-Instruct"
 SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # SmolLM2's config says eos = pad = id 2 `<|im_end|>`; the GGUF tokenizer says eos `<|im_start|>` and no pad.
@@ -122,7 +122,7 @@ def resolve_name(name_or_path: str | os.PathLike) -> tuple[str, str]:
         return name, name  # a hub id
     raise ValueError(
         f"Unknown model {name!r}: not the alias {SMOLLM2_ALIAS!r}, a local checkpoint directory, or a hub id "
-        f"like {SEED_MODEL!r}."
+        f"like {ORIGINAL_MODEL!r}."
     )
 
 

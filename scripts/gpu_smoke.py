@@ -1,12 +1,13 @@
 """First-run check of the GPU path: one model, one vLLM engine, every call the series makes, a verdict per check.
 
 On a CUDA machine with the GPU set installed (README, "GPU / Colab route"):
-    python scripts/gpu_smoke.py --out outputs/gpu_smoke            # the seed's model, from the hub
+    python scripts/gpu_smoke.py --out outputs/gpu_smoke            # the original study's model, from the hub
     python scripts/gpu_smoke.py --model /path/to/Llama-3.2-1B-Instruct   # a local checkpoint
 Checks, each printed as one `PASS|FAIL|SKIP <check>: <detail>` line: load (Unsloth + vLLM, precision), LoRA,
 one sampling call, the cost of per-sample seeds, one SFT step, one GRPO step (generating through vLLM), one
 ORPO step, save, and reload through the same engine as a LoRA request. One engine per process: vLLM will not
-start a second beside the first (GPU_NOTES §10.5). Settings come from the `gpu-smoke` profile.
+start a second beside the first (an engine needs its share of the card free at start-up: vllm 0.32.0,
+vllm/v1/worker/utils.py, about lines 724-750). Settings come from the `gpu-smoke` profile.
 `--cpu` runs the same checks on the CPU path (the CPU model, transformers + peft; CI does this).
 Exit status 1 when a check failed.
 """
@@ -84,7 +85,8 @@ def step(trainer: Any, key: str) -> str:
 
 
 def seeds_cost(model: Any, tokenizer: Any, problems: Any, c: config.RunConfig) -> str:
-    """Throughput of the same requests with and without per-sample seeds (GPU_NOTES §10.9): measured here."""
+    """Throughput of the same requests with and without per-sample seeds, measured here (vllm 0.32.0 samples each
+    seeded request on its own: vllm/v1/sample/ops/topk_topp_sampler.py, about lines 573-576)."""
     from vllm import SamplingParams
 
     prompts = [{"prompt_token_ids": sampling.prompt_token_ids(tokenizer, data.render_prompt(tokenizer, q))}

@@ -66,7 +66,8 @@ SAMPLING_PARAMS_KWARGS = frozenset(
         "include_stop_str_in_output",
     }
 )
-# `model.fast_generate` is `vllm.LLM.generate` with fast_inference=True (GPU_NOTES sections 1 and 3).
+# `model.fast_generate` is `vllm.LLM.generate` with fast_inference=True (unsloth 2026.10.9: `model.fast_generate =
+# model.vllm_engine.generate`, unsloth/models/llama.py, about line 4297).
 FAST_GENERATE_KWARGS = frozenset(
     {"prompts", "sampling_params", "use_tqdm", "lora_request", "priority", "tokenization_kwargs"}
 )
@@ -552,7 +553,7 @@ def check_allow_list(callee: str, keywords: tuple[str, ...], allowed: frozenset[
         if keyword not in allowed:
             report.problems.append(
                 f"{callee} does not take keyword {keyword!r} in vLLM {VLLM_ALLOW_LIST_VERSION}."
-                f"{suggestion(keyword, allowed)} Allowed (GPU_NOTES section 3): {', '.join(sorted(allowed))}."
+                f"{suggestion(keyword, allowed)} Allowed: {', '.join(sorted(allowed))}."
             )
 
 

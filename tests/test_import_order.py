@@ -1,4 +1,6 @@
-"""On CUDA, Unsloth is imported before trl, transformers and peft by every entry point (GPU_NOTES §10.1).
+"""On CUDA, Unsloth is imported before trl, transformers and peft by every entry point: Unsloth patches TRL by
+rebinding names inside `trl` (unsloth 2026.10.9, unsloth/models/rl.py, about lines 3945-3975), so a class imported
+earlier stays unpatched.
 
 Each entry point (the imports of every notebook, every helpers module, the scripts) runs in a subprocess on a
 stand-in GPU machine (tests/fixtures/fake_gpu: CUDA reported available, a stand-in `unsloth` package), which

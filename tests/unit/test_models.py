@@ -98,7 +98,9 @@ def test_adapter_without_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_adapter_of_another_base_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "manifest.json").write_text(json.dumps({"base_model": models.SEED_MODEL, "parent": "base"}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"base_model": models.ORIGINAL_MODEL, "parent": "base"})
+    )
     with pytest.raises(
         ValueError, match="trained on base 'unsloth/Llama-3.2-1B-Instruct', not 'smollm2-135m'"
     ):

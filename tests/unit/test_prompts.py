@@ -1,4 +1,4 @@
-"""One prompt, token for token, in sampling and in the SFT, ORPO and GRPO trainers (GPU_NOTES §10.8).
+"""One prompt, token for token, in sampling and in the SFT, ORPO and GRPO trainers.
 
 Llama 3.2's chat template writes today's date unless given one, and TRL's trainers render prompts themselves.
 This test gives the CPU model a small Llama-like template that writes `Today Date: {{ date_string }}` (today's
