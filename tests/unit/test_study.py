@@ -330,5 +330,5 @@ def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belon
 
 def test_a_claim_that_quotes_a_pipe_or_a_line_break_keeps_the_table_whole() -> None:
     claims = pd.DataFrame([{"claim": "6. A | claim", "verdict": "not tested", "evidence": "error:\nx | y"}])
-    table = evaluation.markdown_table(claims.set_index("claim")).splitlines()
+    table = report.markdown_table(claims.set_index("claim")).splitlines()
     assert table[2] == "| 6. A \\| claim | not tested | error: x \\| y |"
