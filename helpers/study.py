@@ -1,10 +1,11 @@
-"""The CPU study in the README: a finished run's results published beside it, and its section written from them.
+"""The CPU study in the README: a finished run's results published beside it, and its sections written from them.
 
 After `make study`, `python -m helpers.study publish outputs/cpu-study` copies the run's tables, claims, figures,
 config and timings into `outputs/published/cpu-study/` with a record of where it ran (`study.json`: commit,
-machine, wall time), then rewrites the README between the study's two markers from those files alone;
-`python -m helpers.study readme` rewrites that section again from the published files.
-`tests/unit/test_study.py` checks that the README says what the published files say.
+machine, wall time), then rewrites, from those files alone, the README's summary (the claims in plain words) and
+`docs/findings.md` (every table and figure), each between the study's two markers; `python -m helpers.study
+readme` rewrites both again from the published files. `tests/unit/test_study.py` checks that they say what the
+published files say.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from helpers import config, files, large_k, metrics, pipeline, report, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
+FINDINGS = ROOT / "docs" / "findings.md"
 PUBLISHED = ROOT / "outputs" / "published" / "cpu-study"
 START = "<!-- cpu-study: written by `python -m helpers.study publish` from outputs/published/cpu-study/ -->"
 END = "<!-- cpu-study: end -->"
@@ -48,12 +50,13 @@ SHOWN_LARGE_K = {large_k.FIGURE.format(checker="lenient"): "pass@k to k = {n} on
 CHECKERS = ("lenient", "strict")  # the README's columns, in this order
 
 
-def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Path:
-    """Copy a finished study's results into `dest` (replacing what was there) and rewrite `readme`'s section.
+def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README, findings: Path = FINDINGS) -> Path:
+    """Copy a finished study's results into `dest` (replacing what was there) and rewrite the study's sections
+    of `readme` and `findings`.
 
     Everything is checked before anything is written: the run is a `cpu-study` run that finished every step
     with its config and has its tables and figures, its checkout has no uncommitted changes and no commit
-    newer than the run, and the README has the markers. `dest` is swapped in whole, then the README rewritten.
+    newer than the run, and both pages have the markers. `dest` is swapped in whole, then the pages rewritten.
     """
     run_dir = Path(run_dir)
     settings = runs.read_config(run_dir / runs.CONFIG_FILE)
@@ -79,7 +82,8 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
             f"{run_dir} lacks {', '.join(absent)}: rerun its evaluation (python -m helpers.pipeline run "
             f"--profile {PROFILE} --run-dir {run_dir} --only 08,09 --force), then publish."
         )
-    _split(readme.read_text(encoding="utf-8"), readme)  # the markers are there
+    for page in (readme, findings):
+        _split(page.read_text(encoding="utf-8"), page)  # the markers are there
     study_dir = "outputs/cpu-study" if run_dir.parts[-2:] == ("outputs", "cpu-study") else str(run_dir)
     record = {
         "profile": PROFILE,
@@ -96,19 +100,29 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README) -> Pat
         for name in (*COPIED, *figures):
             files.atomic_write_bytes(tmp / name, (run_dir / name).read_bytes())
         files.atomic_write_text(tmp / RECORD, json.dumps(record, indent=2) + "\n")
-        section(tmp, dest.relative_to(readme.parent).as_posix())  # the files make a section before they go in
+        section(tmp, _link(dest, findings))  # the files make a section before they go in
 
     files.write_dir_atomically(dest, write)
-    return write_readme(dest, readme)
+    return write_readme(dest, readme, findings)
 
 
-def write_readme(dest: Path = PUBLISHED, readme: Path = README) -> Path:
-    """Rewrite `readme`'s section from the files published in `dest` (after a change to `section`, or a publish
-    whose README write failed): no run needed."""
-    before, _, after = _split(readme.read_text(encoding="utf-8"), readme)
-    return files.atomic_write_text(
-        readme, before + section(dest, dest.relative_to(readme.parent).as_posix()) + after
-    )
+def _link(target: Path, page: Path) -> str:
+    """`target` as a relative link from `page`."""
+    return Path(os.path.relpath(target, page.parent)).as_posix()
+
+
+def write_readme(dest: Path = PUBLISHED, readme: Path = README, findings: Path = FINDINGS) -> Path:
+    """Rewrite the study's sections of `readme` (the summary) and `findings` (every table) from the files
+    published in `dest` (after a change to `summary` or `section`, or a publish whose page writes failed): no run
+    needed. Returns `readme`."""
+    texts = {
+        findings: section(dest, _link(dest, findings)),
+        readme: summary(dest, _link(dest, readme), _link(findings, readme)),
+    }
+    for page, text in texts.items():
+        before, _, after = _split(page.read_text(encoding="utf-8"), page)
+        files.atomic_write_text(page, before + text + after)
+    return readme
 
 
 def _split(text: str, readme: Path) -> tuple[str, str, str]:
@@ -122,9 +136,9 @@ def _split(text: str, readme: Path) -> tuple[str, str, str]:
     return head + start + "\n", body.strip("\n"), "\n" + end + tail
 
 
-def readme_section(readme: Path = README) -> str:
-    """The study's section of the README as it stands (between the markers)."""
-    return _split(readme.read_text(encoding="utf-8"), readme)[1]
+def readme_section(page: Path = README) -> str:
+    """The study's section of `page` (the README, or `FINDINGS`) as it stands (between the markers)."""
+    return _split(page.read_text(encoding="utf-8"), page)[1]
 
 
 def _commit(run_dir: Path) -> str | None:
@@ -217,8 +231,8 @@ def interval_widths(paired: pd.DataFrame, checker: str = "lenient") -> dict[str,
 
 
 def section(published: Path = PUBLISHED, link: str | None = None) -> str:
-    """The README's study section, from the published files alone; `link`: the folder as the README links it
-    (`published` relative to the repository, by default)."""
+    """The study in full (`docs/findings.md`), from the published files alone; `link`: the folder as that page
+    links it (`published` relative to the repository, by default)."""
     record = json.loads((published / RECORD).read_text(encoding="utf-8"))
     settings = json.loads((published / runs.CONFIG_FILE).read_text(encoding="utf-8"))
     timings = json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8"))
@@ -238,7 +252,7 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         f"T={settings['temperature']}, "
         f"every variant of the series (config `{record['config_hash']}`).",
         "",
-        f"- **Command:** `{record['command']}`, then `{record['published_with']}` (which wrote this section).",
+        f"- **Command:** `{record['command']}`, then `{record['published_with']}` (which wrote this part).",
         f"- **Commit:** `{(record['commit'] or 'unknown')[:12]}`. **Machine:** {record['machine']}.",
         f"- **Wall time:** {_minutes(record['series_wall_s'])} for the series (per step: {steps}).",
         f"- **Files:** [`{where}/`]({where}/): `results.csv`, `paired.csv`, `claims.csv`, the figures and the "
@@ -246,7 +260,7 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         "costs, gain per token).",
         "",
         f"**The original study's claims at toy scale** (95 % paired bootstrap intervals over the {n_test} test "
-        "problems; the verdict rules are in `helpers/evaluation.py`):",
+        "problems; the verdict rules are in [evaluation](evaluation.md#the-claims)):",
         "",
         claims_table(claims, k),
         "",
@@ -266,18 +280,49 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
     return "\n".join(parts).strip("\n")
 
 
-def _amended_verdicts(record: dict) -> list[str]:
+def _amended_verdicts(record: dict, with_source: bool = True) -> list[str]:
     """A run published before the did-not-train rule carries its verdict in `claims.csv`, amended; `study.json`
     says so and on what record (`grpo_did_not_train`: the reason and its source). Nothing for a later run, whose
     08 applied the rule itself."""
     found = record.get("grpo_did_not_train")
     if not found:
         return []
+    source = f" {found['source']}" if with_source else ""
     return [
-        f"**GRPO did not train** in this run ({found['reason']}), so the verdicts resting on it are inconclusive. "
-        f"{found['source']}",
+        f"**GRPO did not train** in this run ({found['reason']}), so the verdicts resting on it are inconclusive."
+        + source,
         "",
     ]
+
+
+def summary(published: Path = PUBLISHED, link: str | None = None, full: str = "docs/findings.md") -> str:
+    """The README's part of the study, from the published files alone: what ran, each claim in plain words with
+    its verdict, and where the rest is (`full`: the findings page as the README links it; `link`: the folder)."""
+    record = json.loads((published / RECORD).read_text(encoding="utf-8"))
+    settings = json.loads((published / runs.CONFIG_FILE).read_text(encoding="utf-8"))
+    results = pd.read_csv(published / "eval" / "results.csv")
+    claims = pd.read_csv(published / "eval" / "claims.csv", keep_default_na=False)
+    where = link or published.relative_to(ROOT).as_posix()
+    k, n_test = settings["k"], results["n_problems"].iloc[0]
+    data_set = "a generated toy set" if settings["dataset"] == "arithmetic" else "GSM8K"
+    large = (
+        ""
+        if (published / large_k.TABLES["crossover"]).is_file()
+        else " This run predates `09_large_k`: claim 1 has no verdict at large k yet."
+    )
+    parts = [
+        f"**The CPU study** (`{record['profile']}` profile, `{record['command']}`, "
+        f"{_minutes(record['series_wall_s'])} on {record['machine']}): `{settings['model']}` on {data_set}, "
+        f"{settings['n_train']} training and {n_test} test problems, k={k} samples per problem, every variant; "
+        "verdicts from 95 % paired bootstrap intervals over the test problems.",
+        "",
+        claims_table(claims, k),
+        "",
+        *_amended_verdicts(record, with_source=False),
+        f"Every table and figure, and what transfers to the GPU experiment: [the CPU study in full]({full}). The "
+        f"numbers behind each verdict: the run's own [`REPORT.md`]({where}/REPORT.md).{large}",
+    ]
+    return "\n".join(parts).strip("\n")
 
 
 def added_since(settings: dict) -> list[str]:

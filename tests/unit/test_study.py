@@ -21,13 +21,13 @@ PNG = b"\x89PNG\r\n\x1a\n"
 # The README against the files published beside it (outputs/published/cpu-study/).
 
 
-def _section_rows(header_start: str) -> tuple[list[str], list[list[str]]]:
-    """The header cells and the rows of the README study section's table whose header starts with `header_start`
-    (escaped pipes in a cell read back as pipes)."""
+def _section_rows(header_start: str, page: Path = study.README) -> tuple[list[str], list[list[str]]]:
+    """The header cells and the rows of the table whose header starts with `header_start` in `page`'s study
+    section (escaped pipes in a cell read back as pipes)."""
     assert (study.PUBLISHED / study.RECORD).is_file(), (
         "No published study: run `make study`, then `python -m helpers.study publish outputs/cpu-study`."
     )
-    lines = study.readme_section().splitlines()
+    lines = study.readme_section(page).splitlines()
     at = next((i for i, line in enumerate(lines) if line.startswith(f"| {header_start}")), None)
     assert at is not None, f"the README's study section has no table headed {header_start!r}"
 
@@ -49,7 +49,7 @@ def _close(shown: str, value: float) -> bool:
 
 
 def test_the_readme_numbers_equal_the_published_results_csv() -> None:
-    header, rows = _section_rows("variant")
+    header, rows = _section_rows("variant", study.FINDINGS)
     results = pd.read_csv(study.PUBLISHED / "eval" / "results.csv").set_index(["variant", "checker"])
     assert {r[0] for r in rows} == set(results.index.get_level_values("variant"))
     k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
@@ -73,10 +73,11 @@ def test_the_readme_numbers_equal_the_published_results_csv() -> None:
     assert checked >= len(rows) * (len(header) - 1) > 0
 
 
-def test_the_readme_claims_equal_the_published_claims_csv() -> None:
+@pytest.mark.parametrize("page", [study.README, study.FINDINGS], ids=["README", "findings"])
+def test_the_readme_claims_equal_the_published_claims_csv(page: Path) -> None:
     claims = pd.read_csv(study.PUBLISHED / "eval" / "claims.csv")
     k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
-    header, rows = _section_rows("claim")
+    header, rows = _section_rows("claim", page)
     assert header == ["claim", "in plain words", "verdict"]
     assert [tuple(r) for r in rows] == [
         (c, report.plain(c, k), v) for c, v in zip(claims["claim"], claims["verdict"], strict=True)
@@ -117,8 +118,9 @@ def test_the_published_report_shows_numbers_rounded() -> None:
     assert not re.search(r"\d\.\d{5,}", tables)
 
 
-def test_the_readme_section_is_the_one_its_published_files_give() -> None:
-    assert study.readme_section() == study.section()
+def test_the_readme_and_findings_sections_are_the_ones_their_published_files_give() -> None:
+    assert study.readme_section() == study.summary()
+    assert study.readme_section(study.FINDINGS) == study.section(link="../outputs/published/cpu-study")
 
 
 def test_the_published_study_ran_the_profile_as_it_stands() -> None:
@@ -132,24 +134,27 @@ def test_the_published_study_ran_the_profile_as_it_stands() -> None:
     added = study.added_since(settings)
     assert set(added) <= set(config.LATER_STEP_SETTINGS)
     if added:
-        assert f"settings added since ({', '.join(added)})" in study.readme_section()
+        assert f"settings added since ({', '.join(added)})" in study.readme_section(study.FINDINGS)
+        assert "This run predates `09_large_k`" in study.readme_section()
     current = config.later_settings(config.resolve(study.PROFILE))
     assert {key: settings[key] for key in current if key in settings} == {
         key: value for key, value in current.items() if key in settings
     }, "09's settings changed since the published run: rerun `make study` and publish it"
 
 
-def test_the_readme_shows_the_published_figures_and_says_where_the_study_ran() -> None:
-    text = study.readme_section()
+def test_the_findings_show_the_published_figures_and_say_where_the_study_ran() -> None:
+    text = study.readme_section(study.FINDINGS)
     record = json.loads((study.PUBLISHED / study.RECORD).read_text())
     for name in study.SHOWN:
         path = study.PUBLISHED / name
         assert path.read_bytes().startswith(PNG)
-        assert f"({path.relative_to(study.ROOT).as_posix()})" in text
+        assert f"(../{path.relative_to(study.ROOT).as_posix()})" in text
     assert record["commit"], "publish a run made in a git checkout"
     assert record["commit"][:12] in text and f"{record['series_wall_s'] / 60:.1f} min" in text
+    assert f"{record['series_wall_s'] / 60:.1f} min" in study.readme_section()
     readme = study.README.read_text()
-    assert readme.index("## What the series finds") < readme.index("## Quick start")
+    assert readme.index("## Quick start") < readme.index("## What the series finds")
+    assert "](docs/findings.md)" in study.readme_section()
 
 
 # `publish` on a made-up finished run.
@@ -219,14 +224,22 @@ def readme(tmp_path: Path) -> Path:
     return path
 
 
-def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
-    finished_run: Path, readme: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.fixture
+def findings(tmp_path: Path) -> Path:
+    path = tmp_path / "docs" / "findings.md"
+    path.parent.mkdir()
+    path.write_text(f"# In full\n\n{study.START}\nold tables\n{study.END}\n\n## Reading\n")
+    return path
+
+
+def test_publish_copies_the_run_and_writes_the_readme_and_findings_between_their_markers(
+    finished_run: Path, readme: Path, findings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))  # no git checkout around the run
     dest = tmp_path / "outputs" / "published" / "cpu-study"
     (dest / "figures").mkdir(parents=True)
     (dest / "figures" / "08_gone.png").write_bytes(PNG)  # a figure of an earlier study: not kept
-    study.publish(finished_run, dest, readme)
+    study.publish(finished_run, dest, readme, findings)
     copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     figures = ["figures/08_format_breakdown.png", "figures/08_metrics.png", "figures/08_pass_at_k.png"]
     figures.append("figures/09_pass_at_k_lenient.png")
@@ -238,24 +251,30 @@ def test_publish_copies_the_run_and_writes_the_readme_between_its_markers(
     assert record["series_wall_s"] == 60.0 * len(pipeline.STEPS) and record["command"] == "make study"
     assert record["published_with"] == "python -m helpers.study publish outputs/cpu-study"
     assert record["commit"] is None  # tmp_path is no git checkout
-    text = readme.read_text()
+    text, full = readme.read_text(), findings.read_text()
     assert text.startswith("# Title\n\n## What the series finds\n\n") and text.endswith(
         f"{study.END}\n\n## Next\n"
     )
-    assert "old text" not in text
-    assert study.readme_section(readme) == study.section(dest, "outputs/published/cpu-study")
-    assert "](outputs/published/cpu-study/figures/08_pass_at_k.png)" in text
-    assert f"| 1. A claim | {report.plain('1. A claim', config.resolve(study.PROFILE).k)} | holds |" in text
-    assert "unknown" in text and f"{len(pipeline.STEPS):.1f} min for the series" in text
-    assert "**Claim 1 at large k** (`09_large_k`: 6 test problems x 8 samples" in text
-    assert "](outputs/published/cpu-study/figures/09_pass_at_k_lenient.png)" in text
+    assert full.startswith("# In full\n\n") and full.endswith(f"{study.END}\n\n## Reading\n")
+    assert "old text" not in text and "old tables" not in full
+    assert study.readme_section(readme) == study.summary(dest, "outputs/published/cpu-study")
+    assert study.readme_section(findings) == study.section(dest, "../outputs/published/cpu-study")
+    assert "](outputs/published/cpu-study/REPORT.md)" in text and "](docs/findings.md)" in text
+    assert "](../outputs/published/cpu-study/figures/08_pass_at_k.png)" in full
+    row = f"| 1. A claim | {report.plain('1. A claim', config.resolve(study.PROFILE).k)} | holds |"
+    assert row in text and row in full
+    assert "unknown" in full and f"{len(pipeline.STEPS):.1f} min for the series" in full
+    assert "**Claim 1 at large k** (`09_large_k`: 6 test problems x 8 samples" in full
+    assert "](../outputs/published/cpu-study/figures/09_pass_at_k_lenient.png)" in full
+    assert "predates `09_large_k`" not in text
     files.atomic_write_text(readme, text.replace(" | holds |", " | edited |"))
-    study.write_readme(dest, readme)  # the section again, from the published files alone
-    assert readme.read_text() == text
+    files.atomic_write_text(findings, full.replace(" | holds |", " | edited |"))
+    study.write_readme(dest, readme, findings)  # the sections again, from the published files alone
+    assert readme.read_text() == text and findings.read_text() == full
 
 
 def test_publish_refuses_an_unfinished_run_and_writes_nothing(
-    finished_run: Path, readme: Path, tmp_path: Path
+    finished_run: Path, readme: Path, findings: Path, tmp_path: Path
 ) -> None:
     timings = json.loads((finished_run / pipeline.TIMINGS).read_text())
     del timings["06_grpo"]
@@ -265,27 +284,27 @@ def test_publish_refuses_an_unfinished_run_and_writes_nothing(
     with pytest.raises(
         files.BadInput, match="has not finished 06_grpo, 08_evaluation: run `make study` again"
     ):
-        study.publish(finished_run, tmp_path / "dest", readme)
+        study.publish(finished_run, tmp_path / "dest", readme, findings)
     assert readme.read_text() == before and not (tmp_path / "dest").exists()
 
 
 def test_publish_refuses_a_run_without_its_figures_or_a_readme_without_markers(
-    finished_run: Path, readme: Path, tmp_path: Path
+    finished_run: Path, readme: Path, findings: Path, tmp_path: Path
 ) -> None:
     (finished_run / "figures" / "08_format_breakdown.png").unlink()
     with pytest.raises(files.BadInput, match="lacks figures/08_format_breakdown.png"):
-        study.publish(finished_run, tmp_path / "dest", readme)
+        study.publish(finished_run, tmp_path / "dest", readme, findings)
     files.atomic_write_bytes(finished_run / "figures" / "08_format_breakdown.png", PNG)
     readme.write_text("# Title\n")
     with pytest.raises(files.BadInput, match="has no study section: put the lines"):
-        study.publish(finished_run, tmp_path / "dest", readme)
+        study.publish(finished_run, tmp_path / "dest", readme, findings)
     assert not (tmp_path / "dest").exists()
     with pytest.raises(files.BadInput, match="holds no run"):
-        study.publish(tmp_path / "nothing", tmp_path / "dest", readme)
+        study.publish(tmp_path / "nothing", tmp_path / "dest", readme, findings)
 
 
 def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belong_to(
-    finished_run: Path, readme: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    finished_run: Path, readme: Path, findings: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE"):
         monkeypatch.delenv(name, raising=False)
@@ -297,7 +316,7 @@ def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belon
         other / "config.json", json.dumps({**config.to_dict(smoke), "config_hash": digest})
     )
     with pytest.raises(files.BadInput, match="is a 'smoke' run; only a 'cpu-study' run is published"):
-        study.publish(other, dest, readme)
+        study.publish(other, dest, readme, findings)
 
     def git(*args: str) -> None:
         identity = ["-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
@@ -306,26 +325,26 @@ def test_publish_refuses_another_profile_and_a_checkout_the_numbers_do_not_belon
     earlier = time.time() - 60
     os.utime(finished_run / "config.json", (earlier, earlier))  # the run started a minute before the commit
     git("init", "-q")
-    git("add", "README.md")
+    git("add", "README.md", "docs")
     git("commit", "-q", "-m", "a commit made after the run started")
     with pytest.raises(
         files.BadInput, match="committed after the run started: the run was made by an earlier"
     ):
-        study.publish(finished_run, dest, readme)
+        study.publish(finished_run, dest, readme, findings)
     later = time.time() + 60
     os.utime(finished_run / "config.json", (later, later))  # the run started after the commit
     files.atomic_write_text(readme, readme.read_text() + "an edit\n")
     with pytest.raises(
         files.BadInput, match="has uncommitted changes .*M README.md.*Run the study from a clean"
     ):
-        study.publish(finished_run, dest, readme)
+        study.publish(finished_run, dest, readme, findings)
     assert not dest.exists()
     git("commit", "-q", "-am", "the edit")
     os.utime(finished_run / "config.json", (later + 60, later + 60))
-    study.publish(finished_run, dest, readme)
+    study.publish(finished_run, dest, readme, findings)
     head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True)
     assert json.loads((dest / study.RECORD).read_text())["commit"] == head.stdout.strip()
-    assert f"**Commit:** `{head.stdout.strip()[:12]}`" in readme.read_text()
+    assert f"**Commit:** `{head.stdout.strip()[:12]}`" in findings.read_text()
 
 
 def test_a_claim_that_quotes_a_pipe_or_a_line_break_keeps_the_table_whole() -> None:
