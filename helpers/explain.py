@@ -7,6 +7,7 @@ trainers), so that what a learner reads is what runs. Nothing here trains, sampl
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import answers, metrics, models
+from helpers import answers, metrics, models, training
 from helpers.files import read_jsonl
 from helpers.runs import Run
 
@@ -53,7 +54,18 @@ def trainer_text(tokenizer: Any, row: dict[str, Any]) -> str:
         )
         added = f" + {eos} (added by ORPOTrainer)" if eos else ""
         blocks.append(f"[{part}: {n} tokens{added}; the loss is on these]\n{texts[part]}{eos}")
-    return "\n".join(blocks)
+    # A block whose text ends without a line break gets one, so that the next label starts a line of its own.
+    return "".join(block if block.endswith("\n") else block + "\n" for block in blocks)
+
+
+def trainer_view(tokenizer: Any, rows: list[dict[str, Any]], kind: str, index: int = 0) -> str:
+    """Row `index` of SFT rows or ORPO pairs (`kind`) as its trainer receives it: the fields it is given, as
+    JSON, then the text it tokenizes (`trainer_text`)."""
+    if not rows:
+        return f"No {kind.upper()} rows to show: the filter kept none."
+    fields = json.dumps(training.trainer_row(rows[index], kind), indent=1, ensure_ascii=False)
+    text = trainer_text(tokenizer, rows[index])
+    return f"The fields the trainer is given:\n{fields}\n\nThe text it tokenizes:\n{text}"
 
 
 def _ids(tokenizer: Any, text: str) -> list[int]:
@@ -186,7 +198,8 @@ class SameProblem:
 
 def same_problem(run: Run, variants: Sequence[str], checker: str = "lenient") -> SameProblem:
     """The test problem on which `variants` differ most (their right answers of k under `checker`; ties: the
-    first problem id), from 08's graded files `eval/samples_<variant>.jsonl`. Variants without one are left out."""
+    first problem id), from 08's graded files `eval/samples_<variant>.jsonl`; variants without one are left
+    out."""
     files = {v: run.path(f"eval/samples_{v}.jsonl") for v in variants}
     found = {v: pd.DataFrame(read_jsonl(path)) for v, path in files.items() if path.is_file()}
     if not found:

@@ -28,15 +28,15 @@ log = logging.getLogger(__name__)
 
 METHODS = ("sft", "orpo", "grpo")
 CONFIG_CLASS = {"sft": "SFTConfig", "orpo": "ORPOConfig", "grpo": "GRPOConfig"}
-# What `trainer_args` sets by device. TRL's defaults there (bf16, gradient checkpointing, a fused optimizer) are for
-# a GPU; the table compares them with the declared defaults, and a saved variant's are compared only on its kind
-# of machine: a run moved from a GPU to a CPU loads its variants.
+# What `trainer_args` sets by device. TRL's defaults there (bf16, gradient checkpointing, a fused optimizer) are
+# for a GPU; the table compares them with the declared defaults, and a saved variant's are compared only on its
+# kind of machine: a run moved from a GPU to a CPU loads its variants.
 DEVICE_KEYS = ("use_cpu", "bf16", "fp16", "gradient_checkpointing", "optim")
 # Where a setting says where files go: never part of what a variant was trained with (a copied run loads them).
 PATH_KEYS = ("output_dir",)
 # The manifest key that marks a record of every non-default setting (older manifests listed a fixed few).
 RECORD_MARK = "settings_left_at_default"
-# LoraSettings' fields by peft's `LoraConfig` names, for its defaults; the seed's default is Unsloth's random_state.
+# LoraSettings' fields by peft's `LoraConfig` names, for its defaults (the init seed's: Unsloth's random_state).
 PEFT_NAMES = {"r": "r", "alpha": "lora_alpha", "dropout": "lora_dropout", "target_modules": "target_modules"}
 UNSLOTH_LORA_SEED = 3407
 
@@ -118,7 +118,7 @@ def _kwargs(run: Run, name: str, method: str, use_vllm: bool = False) -> dict[st
             "num_train_epochs": c.orpo_epochs,
             "beta": c.orpo_beta,
             "max_length": c.max_seq_length,
-            "remove_unused_columns": False,  # ORPOTrainer's collator needs its columns, and sets this itself if not
+            "remove_unused_columns": False,  # ORPOTrainer's collator needs its columns (it would set this itself)
         }
     if method != "grpo":
         raise ValueError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
@@ -214,7 +214,7 @@ def settings_table(config: Any, lora: LoraSettings | None = None) -> pd.DataFram
     """The settings a trainer runs with that differ from TRL's defaults, and the LoRA settings, with the defaults.
 
     The defaults column is TRL's (Unsloth's on a GPU, where its config class stands in for TRL's) and, for LoRA,
-    peft's `LoraConfig`'s (the seed: Unsloth's `random_state`).
+    peft's `LoraConfig`'s (the init seed: Unsloth's `random_state`).
     """
     reference, name = defaults(config), type(config).__name__
     rows = [(name, key, _shown(value), _shown(reference[key])) for key, value in non_default(config).items()]
@@ -263,12 +263,12 @@ def resolve(config: Any, run: Run, name: str, method: str) -> tuple[Any, dict[st
 
 
 def check_lora(lora: LoraSettings, run: Run) -> None:
-    """A rank above the run's `lora_r` is refused: vLLM serves every adapter up to that rank (08, GRPO on a GPU)."""
+    """A rank above the run's `lora_r` is refused: vLLM serves adapters up to that rank (08, GRPO on a GPU)."""
     if lora.r > run.cfg.lora_r:
         raise ValueError(
-            f"LoRA rank r={lora.r} is above the run's lora_r={run.cfg.lora_r}, the largest rank vLLM is started "
-            "for when it serves the adapters. Set lora_r in the run's overrides from notebook 01 on instead (a new "
-            "run directory)."
+            f"LoRA rank r={lora.r} is above the run's lora_r={run.cfg.lora_r}, the largest rank vLLM is "
+            "started for when it serves the adapters. Set lora_r in the run's overrides from notebook 01 on "
+            "instead (a new run directory)."
         )
 
 

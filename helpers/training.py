@@ -270,7 +270,7 @@ def sft_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> An
     completion only (the series' and gpu_smoke's)."""
     from trl import SFTTrainer
 
-    dataset = _dataset(rows, COLUMNS["sft"])
+    dataset = _dataset(rows, "sft")
     return SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 
@@ -280,7 +280,7 @@ def orpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> A
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     from trl.experimental.orpo import ORPOTrainer
 
-    dataset = _dataset(rows, COLUMNS["orpo"])
+    dataset = _dataset(rows, "orpo")
     return ORPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 
@@ -418,8 +418,13 @@ def tokens_generated(history: pd.DataFrame, completions_per_step: int) -> int:
     return round(float((logged["completions/mean_length"] * steps_in_window).sum()) * completions_per_step)
 
 
-def _dataset(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> datasets.Dataset:
-    return datasets.Dataset.from_list([{c: row[c] for c in columns} for row in rows])
+def trainer_row(row: dict[str, Any], kind: str) -> dict[str, Any]:
+    """What the `kind` trainer receives of a training row: its `COLUMNS` (lineage fields stay in the file)."""
+    return {column: row[column] for column in COLUMNS[kind]}
+
+
+def _dataset(rows: list[dict[str, Any]], kind: str) -> datasets.Dataset:
+    return datasets.Dataset.from_list([trainer_row(row, kind) for row in rows])
 
 
 def _producer(data_file: str) -> str:

@@ -3,6 +3,7 @@ advantage formula, `metrics`. `pytest tests/unit/test_explain.py`."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -169,12 +170,10 @@ def graded_rows(problem: str, right: list[bool], preds: list[str]) -> list[dict]
 
 def test_same_problem_picks_the_problem_the_variants_differ_on(run) -> None:
     first, second = run.problems("test")["id"][:2]
-    write_jsonl(
-        run.path("eval/samples_base.jsonl"),
-        graded_rows(first, [True, False], ["1", "2"]) + graded_rows(second, [False, False], ["3", "4"]),
-    )
-    write_jsonl(run.path("eval/samples_GRPO.jsonl"),
-                graded_rows(first, [True, False], ["1", "5"]) + graded_rows(second, [True, True], ["9", "9"]))  # fmt: skip
+    base = graded_rows(first, [True, False], ["1", "2"]) + graded_rows(second, [False, False], ["3", "4"])
+    grpo = graded_rows(first, [True, False], ["1", "5"]) + graded_rows(second, [True, True], ["9", "9"])
+    write_jsonl(run.path("eval/samples_base.jsonl"), base)
+    write_jsonl(run.path("eval/samples_GRPO.jsonl"), grpo)
     same = explain.same_problem(run, ["base", "SFT_1", "GRPO"])  # SFT_1 has no file: left out
     test = run.problems("test").to_pandas().set_index("id")
     assert (same.problem_id, same.question, same.gold) == (
@@ -193,3 +192,16 @@ def test_same_problem_without_evaluation_files_names_the_step(tmp_path: Path) ->
     empty = runs.open_run(tmp_path / "run", "smoke")
     with pytest.raises(FileNotFoundError, match="Run 08's sampling cell"):
         explain.same_problem(empty, ["base"])
+
+
+def test_trainer_view_shows_the_fields_the_trainer_gets_then_its_text(smollm2) -> None:
+    tokenizer = smollm2[1]
+    row = {
+        "prompt": data.build_messages(QUESTION),
+        "completion": [{"role": "assistant", "content": "#### 12"}],
+    }
+    shown = explain.trainer_view(tokenizer, [{**row, "problem_id": "p", "sample_idx": 3}], "sft")
+    fields = shown.split("\n\nThe text it tokenizes:\n")[0].removeprefix("The fields the trainer is given:\n")
+    assert json.loads(fields) == row  # lineage fields (problem_id, sample_idx) are not given to the trainer
+    assert shown.endswith(explain.trainer_text(tokenizer, row))
+    assert explain.trainer_view(tokenizer, [], "orpo") == "No ORPO rows to show: the filter kept none."

@@ -1,5 +1,6 @@
-"""The trainer settings a notebook holds: TRL's configs and the LoRA settings, their table, the notebook's changes,
-and the check of a saved variant's recorded settings. No model is loaded. `pytest tests/unit/test_trainer_config.py`."""
+"""The trainer settings a notebook holds: TRL's configs and the LoRA settings, their table, the notebook's
+changes, and the check of a saved variant's recorded settings. No model is loaded.
+`pytest tests/unit/test_trainer_config.py`."""
 
 from __future__ import annotations
 
