@@ -5,7 +5,9 @@
     python -m helpers.pipeline list-profiles
 
 A step whose outputs exist for the same config hash is skipped, so a rerun after a crash continues from the
-failed step. What each notebook computes lives in the other helpers modules; the run layout in `runs`.
+failed step. Each step prints one line (name, time, what it wrote); the rest of what it says goes to
+`<run>/logs/<step>.log` (`console`). What each notebook computes lives in the other helpers modules; the run
+layout in `runs`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from helpers import accelerator, config, files, run_lock, runs
+from helpers import accelerator, config, console, files, run_lock, runs
 from helpers.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -154,16 +156,19 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
     # papermill rewrites its output after every cell: into a side file, kept only when whole (a kill or a full
     # disk mid-write must not leave a broken notebook under the name a reader opens)
     partial = executed.with_name(f"{step.name}.partial.ipynb")
+    kernel_log = console.log_path(run_dir, step.name)
     failure = None
     try:
-        papermill.execute_notebook(
-            str(step.notebook),
-            str(partial),
-            parameters={"run_dir": str(run_dir), "profile": profile, "overrides": overrides},
-            kernel_name="python3",
-            cwd=str(NOTEBOOKS),
-            progress_bar=False,
-        )
+        with console.routed(kernel_log) as kernel, console.Progress(step.name, step.notebook) as progress:
+            papermill.execute_notebook(
+                str(step.notebook),
+                str(partial),
+                parameters={"run_dir": str(run_dir), "profile": profile, "overrides": overrides},
+                kernel_name="python3",
+                cwd=str(NOTEBOOKS),
+                **kernel,
+                **progress.hooks(),
+            )
     except OSError as err:
         _keep_if_whole(partial, executed)
         files.raise_if_full(err, err.filename or partial, None)
@@ -179,6 +184,7 @@ def _execute(step: Step, run_dir: Path, profile: str, overrides: dict[str, Any])
         see = f"Open the executed notebook for the full traceback: {executed}"
     else:
         see = "Its executed notebook could not be written whole."
+    see += f"\nIts log (all the notebook and its kernel wrote): {kernel_log}"
     if failure is None:
         return executed
     raise StepFailed(f"Step {step.name} failed: {failure}\n{see}")
@@ -227,20 +233,20 @@ def _run_steps(
     timings = read_timings(timings_path)
     for step in steps:
         if not step.notebook.exists():
-            log.info("%s: no notebook yet (%s), skipped", step.name, step.notebook.name)
+            log.info(console.step_line(step.name, f"skipped: no notebook yet ({step.notebook.name})"))
             continue
         if not force and _is_done(run_dir, step, timings, cfg):
-            log.info("%s: done earlier for config %s, skipped", step.name, cfg_hash)
+            log.info(console.step_line(step.name, f"skipped: done earlier for config {cfg_hash}"))
             continue
-        log.info("%s: running ...", step.name)
         run_lock.acquire(run_dir, step.name)  # a second writer's error names the step
-        start = time.perf_counter()
-        executed = _execute(step, run_dir, profile, overrides)
+        since, start = time.time(), time.perf_counter()
+        _execute(step, run_dir, profile, overrides)
         timings[step.name] = {"wall_s": round(time.perf_counter() - start, 1), "config_hash": cfg_hash}
         if step.reads:
             timings[step.name]["settings"] = _step_settings(step, cfg)
         atomic_write_text(timings_path, json.dumps(timings, indent=2) + "\n")
-        log.info("%s: %s s, executed notebook: %s", step.name, timings[step.name]["wall_s"], executed)
+        wrote = console.written(run_dir, step.outputs, since)
+        log.info(console.ran_line(step.name, timings[step.name]["wall_s"], wrote))
     return timings
 
 
@@ -295,7 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     total = sum(t["wall_s"] for t in timings.values())
-    print(f"done: {len(timings)} steps recorded, {total:.0f} s in all; timings in {args.run_dir / TIMINGS}")
+    print(
+        f"done: {len(timings)} steps recorded, {console.duration(total)} in all; timings in "
+        f"{args.run_dir / TIMINGS}, the executed notebooks in executed/, their logs in {console.LOGS}/"
+    )
     return 0
 
 

@@ -4,7 +4,9 @@ then we check what they wrote. Minutes, not seconds: `pytest tests/e2e -m slow`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +17,7 @@ import torch
 
 from helpers import (
     answers,
+    console,
     evaluation,
     files,
     judge,
@@ -80,7 +83,16 @@ def test_every_existing_step_ran_and_left_its_executed_notebook(smoke) -> None:
         assert (run_dir / "executed" / f"{step.name}.ipynb").exists()
         assert all((run_dir / o).exists() for o in step.outputs)
         assert "image/png" in (run_dir / "executed" / f"{step.name}.ipynb").read_text()  # plots shown inline
-        assert f"{step.name}: " in done.stdout
+        # one line: its name, its time, what it wrote
+        [line] = [line for line in done.stdout.splitlines() if line.startswith(f"{step.name} ")]
+        assert re.match(rf"{step.name} +\d[\w ]* s  ", line), line
+        assert all(name in line for name in console.written(run_dir, step.outputs, math.inf)), line
+        assert (run_dir / "logs" / f"{step.name}.log").exists()
+    # papermill's path lines, the kernel's TCP warning and torch's NUMA warnings go to the step logs alone
+    for noise in ("Input Notebook", "Executing notebook", "running over TCP", "NUMA binding"):
+        assert noise not in done.stdout + done.stderr
+    assert "running over TCP" in (run_dir / "logs" / "01_sampling.log").read_text()
+    assert len(done.stdout.splitlines()) == len(pipeline.STEPS) + 1  # and the summary
     executed = (run_dir / "executed" / "01_sampling.ipynb").read_text()
     assert "generated arithmetic toy set" in executed  # every notebook shows which data set it uses
 
@@ -354,7 +366,7 @@ def test_the_local_judge_graded_every_sample_in_08(smoke, local_judge) -> None:
 def test_a_rerun_skips_finished_steps(smoke) -> None:
     run_dir, _ = smoke
     again = run_pipeline(run_dir, "smoke")
-    assert again.returncode == 0 and "01_sampling: done earlier" in again.stdout
+    assert again.returncode == 0 and re.search(r"^01_sampling +skipped: done earlier", again.stdout, re.M)
     refused = run_pipeline(run_dir, "smoke", "-p", "k=2")
     assert refused.returncode == 1 and "k: 4 -> 2" in refused.stderr and "--force" in refused.stderr
 
@@ -372,4 +384,6 @@ def test_smoke_gsm8k_stops_at_filtering_with_the_counts(tmp_path: Path) -> None:
         "02_rejection_filtering failed: NothingToTrainOn: Nothing to train on: 0 of 16 samples" in done.stderr
     )
     assert "executed/02_rejection_filtering.ipynb" in done.stderr
+    assert "Its log (all the notebook and its kernel wrote): " in done.stderr
+    assert "logs/02_rejection_filtering.log" in done.stderr
     assert not (run_dir / "datasets" / "sft_round1.jsonl").exists()

@@ -25,7 +25,7 @@ import processes
 import torch
 from safetensors.torch import load_file
 
-from helpers import files
+from helpers import files, run_lock
 
 ROOT = Path(__file__).resolve().parents[2]
 POLL_S = 0.02
@@ -115,21 +115,15 @@ def run_until(
         text=True,
         start_new_session=True,
     )
-    started: dict[str, float] = {}
     output: list[str] = []
-
-    def watch() -> None:
-        for line in proc.stdout:
-            output.append(line)
-            if line.startswith(f"{kill.step}_") and ": running" in line:
-                started["at"] = time.monotonic()
-
-    reader = threading.Thread(target=watch, daemon=True)
+    reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
     reader.start()
-    fired, into = False, math.nan
+    fired, into, started = False, math.nan, math.nan
     while proc.poll() is None and not fired:
-        if "at" in started and kill.moment(run_dir, time.monotonic() - started["at"]):
-            fired, into = True, time.monotonic() - started["at"]
+        if math.isnan(started) and began(run_dir, kill.step, proc.pid):
+            started = time.monotonic()
+        if not math.isnan(started) and kill.moment(run_dir, time.monotonic() - started):
+            fired, into = True, time.monotonic() - started
             if act is None:
                 stop(proc, kill.tree)
             else:
@@ -138,6 +132,13 @@ def run_until(
     proc.wait()
     reader.join()
     return Outcome(fired, into, proc.returncode, "".join(output))
+
+
+def began(run_dir: Path, step: str, pid: int) -> bool:
+    """Whether pipeline `pid` has begun `step`: the run's lock names its holder and step as the step starts
+    (the pipeline prints a step's line only once it ends)."""
+    holder = run_lock.read_holder(run_dir) or {}
+    return holder.get("pid") == pid and str(holder.get("step")).startswith(f"{step}_")
 
 
 def pipeline_command(run_dir: Path, stop: str, overrides: list[str]) -> list[str]:
