@@ -158,7 +158,7 @@ def require_gpu(what: str) -> None:
     problem = diagnose(torch.version.cuda, driver_version(), cuda_available(), unsloth_installed())
     if problem is not None:
         raise NoGPU(
-            f"{what} runs on a GPU only, and {problem} On a CPU, use the profile 'smoke' (see README)."
+            f"{what} runs on a GPU only, and {problem} On a CPU, use the profile 'smoke'; the GPU installs are in docs/gpu.md."
         )
 
 

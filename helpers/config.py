@@ -204,7 +204,7 @@ GPU_SMOKE = dataclasses.replace(
 )
 
 # The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
-# on 2 cores (the published run, README "What the series finds"): 82 minutes for the series, 526k tokens sampled
+# on 2 cores (the published run, docs/findings.md): 82 minutes for the series, 526k tokens sampled
 # by the engine (and 6k by GRPO).
 # - Train: 128 problems x k=8, sampled three times (01 the base, 05 SFT_1, 07 the teacher: here the base again with
 #   another seed, as in the smoke), 59-88k tokens a pass at 177-248 tok/s: 5.6-7.6 minutes of sampling each. The

@@ -67,7 +67,7 @@ def resolve_backend(backend: str = "auto") -> tuple[str, str]:
         raise RuntimeError("backend='unsloth' needs a CUDA GPU, but there is no CUDA device. Use 'auto'.")
     if backend == "unsloth" and not has_unsloth:
         raise ImportError(
-            "backend='unsloth' needs Unsloth: pip install -r requirements-gpu.txt (see README)."
+            "backend='unsloth' needs Unsloth: pip install -r requirements-gpu.txt (see docs/gpu.md)."
         )
     if backend == "transformers":
         return "transformers", "asked for"

@@ -1,6 +1,6 @@
 """First-run check of the GPU path: one model, one vLLM engine, every call the series makes, a verdict per check.
 
-On a CUDA machine with the GPU set installed (README, "GPU / Colab route"):
+On a CUDA machine with the GPU set installed (docs/gpu.md):
     python scripts/gpu_smoke.py --out outputs/gpu_smoke            # the original study's model, from the hub
     python scripts/gpu_smoke.py --model /path/to/Llama-3.2-1B-Instruct   # a local checkpoint
 Checks, each printed as one `PASS|FAIL|SKIP <check>: <detail>` line: load (Unsloth + vLLM, precision), LoRA,
@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def train(build: Callable[..., Any], method: str, rows: list[dict], key: str) -> Callable[[], str]:
         def go() -> str:
-            settings = getattr(trainer_config, f"{method}_config")(run, "GPU_SMOKE", report_to=[], max_steps=1)
+            settings = getattr(trainer_config, f"{method}_config")(
+                run, "GPU_SMOKE", report_to=[], max_steps=1
+            )
             trainer = build(state["model"], state["tokenizer"], settings, rows)
             detail = step(trainer, key)
             if getattr(trainer.args, "use_vllm", False):

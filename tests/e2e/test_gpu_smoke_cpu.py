@@ -1,7 +1,6 @@
 """scripts/gpu_smoke.py on the CPU path (`--cpu`): every check of the GPU first run, with the CPU model.
 
-On a GPU the same script runs the original study's model through Unsloth and one vLLM engine (README, "GPU /
-Colab route").
+On a GPU the same script runs the original study's model through Unsloth and one vLLM engine (docs/gpu.md).
 Run: `.venv/bin/python -m pytest tests/e2e/test_gpu_smoke_cpu.py`
 """
 

@@ -94,8 +94,8 @@ def test_a_fresh_install_asks_for_a_restart(monkeypatch: pytest.MonkeyPatch, tmp
     assert [c[1:4] for c in ran][0] == ["-m", "pip", "install"] and len(ran) == 3
 
 
-def test_the_readme_gives_the_installs_the_code_runs() -> None:
-    """The README's GPU route lists, line for line, the commands helpers.accelerator names and Colab runs."""
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text().splitlines()
+def test_the_gpu_page_gives_the_installs_the_code_runs() -> None:
+    """docs/gpu.md lists, line for line, the commands helpers.accelerator names and Colab runs."""
+    page = (Path(__file__).resolve().parents[2] / "docs" / "gpu.md").read_text().splitlines()
     for command in (*colab.accelerator.PYPI_INSTALL, *colab.accelerator.CUDA12_INSTALL):
-        assert command in readme, f"README.md lacks the install line {command!r}"
+        assert command in page, f"docs/gpu.md lacks the install line {command!r}"
