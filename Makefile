@@ -72,7 +72,7 @@ $(GPU_STAMP): requirements-gpu.txt pyproject.toml
 
 # The first GPU run: one PASS/FAIL line per check, then the whole series at toy size (12-15 minutes, estimated).
 gpu-smoke: gpu-setup
-	$(BIN)/python scripts/gpu_smoke.py --out outputs/gpu_smoke
+	$(BIN)/python scripts/gpu_smoke.py --out outputs/gpu-checks
 	$(BIN)/python -m helpers.pipeline run --profile gpu-smoke --run-dir outputs/gpu-smoke
 
 # The original study's experiment: Llama 3.2 1B Instruct, every GSM8K problem (resumes a stopped run).

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config, files, large_k, metrics, pipeline, report, runs
+from helpers import config, evaluation, files, large_k, metrics, pipeline, report, runs
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -181,6 +181,12 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
+def _step_range(published: Path) -> str:
+    """The steps the published run's timings cover, as `01-08`."""
+    names = sorted(json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8")))
+    return f"{names[0][:2]}-{names[-1][:2]}"
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -208,13 +214,19 @@ def results_table(results: pd.DataFrame, k: int) -> str:
     return "\n".join(lines)
 
 
-def claims_table(claims: pd.DataFrame, k: int) -> str:
-    """One row per claim: the claim as `eval/claims.csv` states it, in plain words, and its verdict."""
+def short_verdict(verdict: str) -> str:
+    """A verdict without the reason GRPO did not train, for a table under which that reason is given once."""
+    return evaluation.UNTRAINED if verdict.startswith(evaluation.UNTRAINED) else verdict
+
+
+def claims_table(claims: pd.DataFrame, k: int, short: bool = False) -> str:
+    """One row per claim: the claim as `eval/claims.csv` states it, in plain words, and its verdict (`short`:
+    without the reason GRPO did not train)."""
     table = pd.DataFrame(
         {
             "claim": claims["claim"],
             "in plain words": [report.plain(c, k) for c in claims["claim"]],
-            "verdict": claims["verdict"],
+            "verdict": [short_verdict(v) if short else v for v in claims["verdict"]],
         }
     )
     return report.markdown_table(table.set_index("claim"))
@@ -254,7 +266,7 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         "",
         f"- **Command:** `{record['command']}`, then `{record['published_with']}` (which wrote this part).",
         f"- **Commit:** `{(record['commit'] or 'unknown')[:12]}`. **Machine:** {record['machine']}.",
-        f"- **Wall time:** {_minutes(record['series_wall_s'])} for the series (per step: {steps}).",
+        f"- **Wall time:** {_minutes(record['series_wall_s'])} for steps {_step_range(published)} (per step: {steps}).",
         f"- **Files:** [`{where}/`]({where}/): `results.csv`, `paired.csv`, `claims.csv`, the figures and the "
         f"run's own [`REPORT.md`]({where}/REPORT.md) (the numbers behind each verdict, checker disagreements, "
         "costs, gain per token).",
@@ -280,17 +292,36 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
     return "\n".join(parts).strip("\n")
 
 
-def _amended_verdicts(record: dict, with_source: bool = True) -> list[str]:
+def _amended_verdicts(record: dict) -> list[str]:
     """A run published before the did-not-train rule carries its verdict in `claims.csv`, amended; `study.json`
     says so and on what record (`grpo_did_not_train`: the reason and its source). Nothing for a later run, whose
     08 applied the rule itself."""
     found = record.get("grpo_did_not_train")
     if not found:
         return []
-    source = f" {found['source']}" if with_source else ""
     return [
-        f"**GRPO did not train** in this run ({found['reason']}), so the verdicts resting on it are inconclusive."
-        + source,
+        f"**GRPO did not train** in this run ({found['reason']}), so the verdicts resting on it are inconclusive. "
+        f"{found['source']}",
+        "",
+    ]
+
+
+def _untrained_note(claims: pd.DataFrame, record: dict, full: str) -> list[str]:
+    """The reason GRPO did not train, once, under a table whose verdicts leave it out."""
+    reasons = {
+        v.removeprefix(evaluation.UNTRAINED).strip(" ()")
+        for v in claims["verdict"]
+        if v.startswith(evaluation.UNTRAINED)
+    }
+    if not reasons:
+        return []
+    amended = (
+        f" (marked after publication: [the full page]({full}) says on what record)"
+        if record.get("grpo_did_not_train")
+        else ""
+    )
+    return [
+        f"**GRPO did not train** in this run ({'; '.join(sorted(reasons))}), so the verdicts resting on it are inconclusive{amended}.",
         "",
     ]
 
@@ -312,13 +343,14 @@ def summary(published: Path = PUBLISHED, link: str | None = None, full: str = "d
     )
     parts = [
         f"**The CPU study** (`{record['profile']}` profile, `{record['command']}`, "
-        f"{_minutes(record['series_wall_s'])} on {record['machine']}): `{settings['model']}` on {data_set}, "
+        f"{_minutes(record['series_wall_s'])} for steps {_step_range(published)} on {record['machine']}): "
+        f"`{settings['model']}` on {data_set}, "
         f"{settings['n_train']} training and {n_test} test problems, k={k} samples per problem, every variant; "
         "verdicts from 95 % paired bootstrap intervals over the test problems.",
         "",
-        claims_table(claims, k),
+        claims_table(claims, k, short=True),
         "",
-        *_amended_verdicts(record, with_source=False),
+        *_untrained_note(claims, record, full),
         f"Every table and figure, and what transfers to the GPU experiment: [the CPU study in full]({full}). The "
         f"numbers behind each verdict: the run's own [`REPORT.md`]({where}/REPORT.md).{large}",
     ]
