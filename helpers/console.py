@@ -23,7 +23,7 @@ from typing import IO, Any
 
 LOGS = "logs"
 FIGURES = "figures"
-NAME_WIDTH = len("02_rejection_filtering")  # the longest step name: the times line up under each other
+NAME_WIDTH = len("02_rejection_filtering")  # the longest step name (a test checks): the times line up
 TIME_WIDTH = len("59 min 59 s")
 FIGURES_NAMED = 2  # a step that draws more is summed up as "N figures"
 # papermill logs the notebook's paths and kernel at INFO and its trouble at WARNING; nbclient logs through it

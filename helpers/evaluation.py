@@ -109,13 +109,18 @@ def evaluate(run: Run, variant: str, model: tuple | None = None) -> pd.DataFrame
             graded, run.questions("test"), run.path(f"eval/judge_{variant}.jsonl")
         )
     fields = [*SAMPLE_FIELDS, *(["judge_correct"] if "judge_correct" in graded else [])]
-    write_jsonl(run.path(f"eval/samples_{variant}.jsonl"), graded[fields].to_dict("records"))
+    write_jsonl(run.path(graded_file(variant)), graded[fields].to_dict("records"))
     return graded.assign(variant=variant)
 
 
 def test_samples_file(variant: str) -> str:
     """Where 08 keeps a variant's raw test samples, in the run directory."""
     return f"samples/test_{variant}.jsonl"
+
+
+def graded_file(variant: str) -> str:
+    """Where 08 keeps a variant's graded test samples (every checker's reading and verdict), in the run directory."""
+    return f"eval/samples_{variant}.jsonl"
 
 
 def adapter_of(run: Run, variant: str) -> str | None:

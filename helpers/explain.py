@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import answers, metrics, models, training
+from helpers import answers, evaluation, metrics, models, training
 from helpers.files import read_jsonl
 from helpers.runs import Run
 
@@ -152,9 +152,10 @@ def maj_table(answers_per_problem: Sequence[Sequence[str | None]], golds: Sequen
     the last row, as the share of problems `metrics` computes."""
     k = len(answers_per_problem[0])
     half, vote = metrics.MAJ_HALF.format(k=k), metrics.MAJ_VOTE.format(k=k)
-    rows = []
+    rows, counts = [], []
     for preds, gold in zip(answers_per_problem, golds, strict=True):
         right = sum(answers.is_correct(p, gold) for p in preds)
+        counts.append(right)
         common = metrics.majority_answer(preds)
         rows.append(
             {
@@ -166,9 +167,6 @@ def maj_table(answers_per_problem: Sequence[Sequence[str | None]], golds: Sequen
                 vote: _yes(answers.is_correct(common, gold)),
             }
         )
-    counts = [
-        sum(answers.is_correct(p, g) for p in ps) for ps, g in zip(answers_per_problem, golds, strict=True)
-    ]
     share = {half: metrics.maj_half_at_k(counts, k), vote: metrics.maj_vote_at_k(answers_per_problem, golds)}
     rows.append({column: f"{share[column]:.2f}" if column in share else "" for column in rows[0]})
     return pd.DataFrame(rows, index=[*(f"problem {i + 1}" for i in range(len(golds))), "share of problems"])
@@ -200,7 +198,7 @@ def same_problem(run: Run, variants: Sequence[str], checker: str = "lenient") ->
     """The test problem on which `variants` differ most (their right answers of k under `checker`; ties: the
     first problem id), from 08's graded files `eval/samples_<variant>.jsonl`; variants without one are left
     out."""
-    files = {v: run.path(f"eval/samples_{v}.jsonl") for v in variants}
+    files = {v: run.path(evaluation.graded_file(v)) for v in variants}
     found = {v: pd.DataFrame(read_jsonl(path)) for v, path in files.items() if path.is_file()}
     if not found:
         raise FileNotFoundError(
@@ -208,7 +206,8 @@ def same_problem(run: Run, variants: Sequence[str], checker: str = "lenient") ->
             "(evaluation.evaluate_all) first."
         )
     right = pd.DataFrame({v: s.groupby("problem_id")[f"{checker}_correct"].sum() for v, s in found.items()})
-    spread = right.dropna().max(axis=1) - right.dropna().min(axis=1)
+    answered = right.dropna()
+    spread = answered.max(axis=1) - answered.min(axis=1)
     problem = str(spread.sort_index().idxmax())  # idxmax takes the first of equal spreads
     rows, first = {}, {}
     for variant, samples in found.items():

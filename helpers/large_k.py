@@ -392,12 +392,8 @@ def coverage_table(covered: pd.DataFrame) -> pd.DataFrame:
             "variant_only_hi": "variant_only_share_hi",
         }
     )
-    for column in (
-        "solved",
-        "n_problems",
-        "base_only",
-        "variant_only",
-    ):  # counts, whole beside the base's blanks
+    # counts, whole beside the base's blanks
+    for column in ("solved", "n_problems", "base_only", "variant_only"):
         if column in shown:
             shown[column] = shown[column].astype("Int64")
     shown = report.with_intervals(shown, ["coverage", "variant_only_share"])

@@ -206,9 +206,8 @@ def _summary_row(graded: pd.DataFrame, checker: str, n_boot: int) -> dict[str, f
     for k in range(1, n + 1):
         row[f"pass@{k}"] = float(pass_at_k(n, table["c"].to_numpy(), k).mean())
     row[MAJ_HALF.format(k=n)] = float(scores[MAJ_HALF.format(k=n)].mean())
-    row[MAJ_VOTE.format(k=n)] = float(
-        table["vote_correct"].mean()
-    )  # NaN for the judge: no answers to vote on
+    # NaN for the judge: no answers to vote on
+    row[MAJ_VOTE.format(k=n)] = float(table["vote_correct"].mean())
     row["format_rate"] = float(graded["has_format"].mean())
     if "n_tokens" in graded:
         row["mean_tokens"] = float(graded["n_tokens"].mean())

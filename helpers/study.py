@@ -181,9 +181,24 @@ def machine() -> str:
     return f"{name}, {os.cpu_count()} cores"
 
 
-def _step_range(published: Path) -> str:
-    """The steps the published run's timings cover, as `01-08`."""
-    names = sorted(json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8")))
+def _read(published: Path) -> tuple[dict, dict, dict, pd.DataFrame, pd.DataFrame]:
+    """The published files both pages are written from: the record, settings, timings, results and claims."""
+    record, settings, timings = (
+        json.loads((published / name).read_text(encoding="utf-8"))
+        for name in (RECORD, runs.CONFIG_FILE, pipeline.TIMINGS)
+    )
+    results = pd.read_csv(published / "eval" / "results.csv")
+    claims = pd.read_csv(published / "eval" / "claims.csv", keep_default_na=False)
+    return record, settings, timings, results, claims
+
+
+def _data_set(settings: dict) -> str:
+    return "the generated toy set" if settings["dataset"] == "arithmetic" else "GSM8K"
+
+
+def _step_range(timings: dict) -> str:
+    """The steps a run's timings cover, as `01-08`."""
+    names = sorted(timings)
     return f"{names[0][:2]}-{names[-1][:2]}"
 
 
@@ -245,28 +260,23 @@ def interval_widths(paired: pd.DataFrame, checker: str = "lenient") -> dict[str,
 def section(published: Path = PUBLISHED, link: str | None = None) -> str:
     """The study in full (`docs/findings.md`), from the published files alone; `link`: the folder as that page
     links it (`published` relative to the repository, by default)."""
-    record = json.loads((published / RECORD).read_text(encoding="utf-8"))
-    settings = json.loads((published / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-    timings = json.loads((published / pipeline.TIMINGS).read_text(encoding="utf-8"))
-    results = pd.read_csv(published / "eval" / "results.csv")
+    record, settings, timings, results, claims = _read(published)
     paired = pd.read_csv(published / "eval" / "paired.csv")
-    claims = pd.read_csv(published / "eval" / "claims.csv", keep_default_na=False)
     where = link or published.relative_to(ROOT).as_posix()
     k, n_test = settings["k"], results["n_problems"].iloc[0]
     vote = metrics.MAJ_VOTE.format(k=k)
-    data_set = "the generated toy set" if settings["dataset"] == "arithmetic" else "GSM8K"
     steps = ", ".join(f"{name[:2]} {_minutes(t['wall_s'])}" for name, t in timings.items())
     widths = interval_widths(paired)
     reached = "; ".join(f"{m} ±{wide:.2f} (median ±{mid:.2f})" for m, (wide, mid) in widths.items())
     parts = [
-        f"One run of the `{record['profile']}` profile: `{settings['model']}` on {data_set}, "
+        f"One run of the `{record['profile']}` profile: `{settings['model']}` on {_data_set(settings)}, "
         f"{settings['n_train']} training and {n_test} test problems, k={k} samples per problem at "
         f"T={settings['temperature']}, "
         f"every variant of the series (config `{record['config_hash']}`).",
         "",
         f"- **Command:** `{record['command']}`, then `{record['published_with']}` (which wrote this part).",
         f"- **Commit:** `{(record['commit'] or 'unknown')[:12]}`. **Machine:** {record['machine']}.",
-        f"- **Wall time:** {_minutes(record['series_wall_s'])} for steps {_step_range(published)} (per step: {steps}).",
+        f"- **Wall time:** {_minutes(record['series_wall_s'])} for steps {_step_range(timings)} (per step: {steps}).",
         f"- **Files:** [`{where}/`]({where}/): `results.csv`, `paired.csv`, `claims.csv`, the figures and the "
         f"run's own [`REPORT.md`]({where}/REPORT.md) (the numbers behind each verdict, checker disagreements, "
         "costs, gain per token).",
@@ -329,13 +339,9 @@ def _untrained_note(claims: pd.DataFrame, record: dict, full: str) -> list[str]:
 def summary(published: Path = PUBLISHED, link: str | None = None, full: str = "docs/findings.md") -> str:
     """The README's part of the study, from the published files alone: what ran, each claim in plain words with
     its verdict, and where the rest is (`full`: the findings page as the README links it; `link`: the folder)."""
-    record = json.loads((published / RECORD).read_text(encoding="utf-8"))
-    settings = json.loads((published / runs.CONFIG_FILE).read_text(encoding="utf-8"))
-    results = pd.read_csv(published / "eval" / "results.csv")
-    claims = pd.read_csv(published / "eval" / "claims.csv", keep_default_na=False)
+    record, settings, timings, results, claims = _read(published)
     where = link or published.relative_to(ROOT).as_posix()
     k, n_test = settings["k"], results["n_problems"].iloc[0]
-    data_set = "a generated toy set" if settings["dataset"] == "arithmetic" else "GSM8K"
     large = (
         ""
         if (published / large_k.TABLES["crossover"]).is_file()
@@ -343,8 +349,8 @@ def summary(published: Path = PUBLISHED, link: str | None = None, full: str = "d
     )
     parts = [
         f"**The CPU study** (`{record['profile']}` profile, `{record['command']}`, "
-        f"{_minutes(record['series_wall_s'])} for steps {_step_range(published)} on {record['machine']}): "
-        f"`{settings['model']}` on {data_set}, "
+        f"{_minutes(record['series_wall_s'])} for steps {_step_range(timings)} on {record['machine']}): "
+        f"`{settings['model']}` on {_data_set(settings)}, "
         f"{settings['n_train']} training and {n_test} test problems, k={k} samples per problem, every variant; "
         "verdicts from 95 % paired bootstrap intervals over the test problems.",
         "",

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from helpers import accelerator, models
+from helpers.config import RunConfig
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,15 @@ def trainer_args(run: Run, name: str) -> dict[str, Any]:
     return args
 
 
+def grpo_prompt_count(c: RunConfig, n_problems: int) -> int:
+    """How many of the `n_problems` training problems GRPO may use as prompts: at most `grpo_max_rows`."""
+    return min(n_problems, c.grpo_max_rows or n_problems)
+
+
 def grpo_steps(run: Run) -> int:
-    """GRPO's optimizer steps: one pass over its prompts (at most `grpo_max_rows`), `batch x accum / k` a step."""
+    """GRPO's optimizer steps: one pass over its prompts (`grpo_prompt_count`), `batch x accum / k` a step."""
     c = run.cfg
-    n_problems = len(run.problems("train"))
-    rows = min(n_problems, c.grpo_max_rows or n_problems)
+    rows = grpo_prompt_count(c, len(run.problems("train")))
     return math.ceil(rows / (c.batch_size * c.grad_accum // c.k))
 
 
@@ -204,9 +209,10 @@ def defaults(config: Any) -> dict[str, Any]:
     return {**found, **{key: _declared_default(config, key) for key in ("use_cpu", "bf16", "fp16")}}
 
 
-def non_default(config: Any) -> dict[str, Any]:
-    """Every setting of `config` that differs from its class's default (`defaults`), JSON-ready."""
-    reference = defaults(config)
+def non_default(config: Any, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every setting of `config` that differs from its class's default (`reference`: `defaults(config)`, built
+    here unless given), JSON-ready."""
+    reference = defaults(config) if reference is None else reference
     return {k: v for k, v in _values(config).items() if v != reference[k] and k not in PATH_KEYS}
 
 
@@ -217,7 +223,10 @@ def settings_table(config: Any, lora: LoraSettings | None = None) -> pd.DataFram
     peft's `LoraConfig`'s (the init seed: Unsloth's `random_state`).
     """
     reference, name = defaults(config), type(config).__name__
-    rows = [(name, key, _shown(value), _shown(reference[key])) for key, value in non_default(config).items()]
+    rows = [
+        (name, key, _shown(value), _shown(reference[key]))
+        for key, value in non_default(config, reference).items()
+    ]
     if lora is not None:
         from peft import LoraConfig
 

@@ -30,10 +30,10 @@ import torch
 from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
-from helpers import config, cpu_engine, data, models, plots, rewards, sampling, trainer_config
+from helpers import cpu_engine, data, models, plots, rewards, sampling, trainer_config
+from helpers.config import config_hash
 from helpers.files import BadInput, atomic_write_text, parse_json, raise_if_full, read_utf8
 from helpers.runs import Run
-from helpers.trainer_config import trainer_args  # noqa: F401  (training.trainer_args: its older home)
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +158,7 @@ def _is_message(message: Any) -> bool:
 def grpo_rows(run: Run) -> list[dict[str, Any]]:
     """GRPO's prompts: the run's training problems (at most `grpo_max_rows`) as chat prompts with their gold."""
     problems = run.problems("train")
-    n = min(len(problems), run.cfg.grpo_max_rows or len(problems))
+    n = trainer_config.grpo_prompt_count(run.cfg, len(problems))
     return [
         {"prompt": data.build_messages(q), "answer": g}
         for q, g in zip(problems["question"][:n], problems["gold"][:n], strict=True)
@@ -511,9 +511,10 @@ def _settings(
     run's. A variant continued from a parent keeps the parent's adapter, so it takes no LoRA settings."""
     if parent is not None and lora is not None:
         raise ValueError(f"{name} continues {parent}'s adapter, whose LoRA settings it keeps: pass no lora.")
-    if config is None:
-        config = getattr(trainer_config, f"{kind}_config")(run, name)
-    used, changes = trainer_config.resolve(config, run, name, kind)
+    if config is None:  # the run's own settings: nothing to resolve
+        used, changes = getattr(trainer_config, f"{kind}_config")(run, name), {}
+    else:
+        used, changes = trainer_config.resolve(config, run, name, kind)
     if changes:
         listed = ", ".join(f"{k} {new!r} (the run's: {old!r})" for k, (old, new) in changes.items())
         log.info("%s: training with settings changed in the notebook: %s", name, listed)
@@ -532,7 +533,7 @@ def _finished(
     if not (path / models.MANIFEST).is_file():
         return None
     manifest = models.read_manifest(path)
-    if manifest.get("config_hash") != _hash(run):
+    if manifest.get("config_hash") != config_hash(run.cfg):
         return None
     trainer_config.check_saved(manifest, path, used, lora)
     log.info("%s was trained earlier with this config: loading its record from %s", name, path)
@@ -598,7 +599,7 @@ def _train(
         "base_model": model.gsm8k_base,
         "parent": parent,
         "method": kind,
-        "config_hash": _hash(run),
+        "config_hash": config_hash(run.cfg),
         "data": data_record,
         "hyperparameters": _recorded(run, parent, used, lora),
         trainer_config.RECORD_MARK: type(used).__name__,
@@ -615,10 +616,6 @@ def _train(
     figure = plots.training_curves(history, CURVES[kind], name)
     plots.save(figure, run.path(f"figures/train_{name}.png"))
     return Trained(name, path, models.read_manifest(path), history, figure)
-
-
-def _hash(run: Run) -> str:
-    return config.config_hash(run.cfg)
 
 
 def _recorded(

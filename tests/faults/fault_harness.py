@@ -118,12 +118,14 @@ def run_until(
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
     reader.start()
-    fired, into, started = False, math.nan, math.nan
+    fired, into = False, math.nan
+    started: float | None = None  # when the step began, by the lock's holder record
     while proc.poll() is None and not fired:
-        if math.isnan(started) and began(run_dir, kill.step, proc.pid):
+        if started is None and began(run_dir, kill.step, proc.pid):
             started = time.monotonic()
-        if not math.isnan(started) and kill.moment(run_dir, time.monotonic() - started):
-            fired, into = True, time.monotonic() - started
+        elapsed = None if started is None else time.monotonic() - started
+        if elapsed is not None and kill.moment(run_dir, elapsed):
+            fired, into = True, elapsed
             if act is None:
                 stop(proc, kill.tree)
             else:

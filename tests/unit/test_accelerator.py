@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import accelerator, config, pipeline, runs, training
+from helpers import accelerator, config, pipeline, runs, trainer_config
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch):
 def test_precision_follows_the_compute_capability(fake_gpu, capability, bf16: bool, tmp_path: Path) -> None:
     fake_gpu(capability)
     assert accelerator.bf16_supported() is bf16
-    args = training.trainer_args(runs.Run(tmp_path, config.PROFILES["colab-t4"]), "SFT_1")
+    args = trainer_config.trainer_args(runs.Run(tmp_path, config.PROFILES["colab-t4"]), "SFT_1")
     assert (args["bf16"], args["fp16"]) == (bf16, not bf16)  # never bf16 where the model is fp16
 
 

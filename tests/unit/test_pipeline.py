@@ -382,3 +382,8 @@ def test_the_bar_counts_cells_shows_the_notebooks_own_count_and_only_on_a_termin
     with console.Progress("03_sft", notebook, piped) as progress:
         progress.cell_started(cell=None, cell_index=1)
     assert piped.getvalue() == ""  # a log file gets the step's line alone
+
+
+def test_step_lines_are_as_wide_as_the_longest_step_name() -> None:
+    """console cannot import pipeline (pipeline imports it): its width follows the steps through this test."""
+    assert max(len(step.name) for step in pipeline.STEPS) == console.NAME_WIDTH

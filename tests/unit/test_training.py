@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from helpers import data, models, plots, runs, trainer_config, training
+from helpers.config import config_hash
 
 PROMPT = data.build_messages("What is 3+4?")
 GOOD_SFT = {"prompt": PROMPT, "completion": [{"role": "assistant", "content": "#### 7"}]}
@@ -225,7 +226,7 @@ def save_fake_variant(run: runs.Run, name: str, config, lora) -> Path:
     """A saved variant's record as `_train` writes it, without the adapter."""
     path = run.root / "models" / name
     manifest = {
-        "base_model": run.cfg.model, "parent": None, "method": "sft", "config_hash": training._hash(run),
+        "base_model": run.cfg.model, "parent": None, "method": "sft", "config_hash": config_hash(run.cfg),
         "data": {}, "hyperparameters": trainer_config.record(config, lora), "compute": {},
         trainer_config.RECORD_MARK: type(config).__name__, "backend": models.resolve_backend()[0],
     }  # fmt: skip
