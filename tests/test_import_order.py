@@ -54,7 +54,8 @@ ENTRY_POINTS = {
 
 def standin_env(record: Path, cuda: bool = True) -> dict[str, str]:
     """The environment of a process on the stand-in machine (CUDA faked or not)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAKE_GPU), str(ROOT)])}
+    # scripts/ as well: a script run as `python scripts/x.py` imports its neighbours (checklist) from there
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FAKE_GPU), str(ROOT), str(ROOT / "scripts")])}
     return env | {"GSM8K_IMPORT_RECORD": str(record), "GSM8K_FAKE_CUDA": "1" if cuda else "0"}
 
 

@@ -15,7 +15,18 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_smoke.py"
-CHECKS = ("load", "lora", "sample", "sft_step", "grpo_step", "orpo_step", "save", "reload")
+CHECKS = (
+    "load",
+    "lora",
+    "sample",
+    "sft_step",
+    "optimizer",
+    "precision",
+    "grpo_step",
+    "orpo_step",
+    "save",
+    "reload",
+)
 
 
 @pytest.mark.slow
@@ -26,7 +37,11 @@ def test_every_check_passes_on_the_cpu_path(tmp_path: Path) -> None:
     assert [line.split(":")[0] for line in verdicts] == [f"PASS {c}" for c in CHECKS], (
         result.stdout + result.stderr[-3000:]
     )
-    assert result.returncode == 0 and "verdict: 8 of 8 checks passed" in result.stdout
+    assert result.returncode == 0 and "verdict: 10 passed, 0 skipped, 0 failed" in result.stdout
+    assert (
+        "PASS optimizer: torch.optim.adamw.AdamW" in result.stdout
+        and "PASS precision: CPU: fp32" in result.stdout
+    )
     assert (tmp_path / "models" / "GPU_SMOKE" / "manifest.json").is_file()
 
 
