@@ -12,7 +12,7 @@ WHEELS ?= $${GSM8K_RL_CACHE:-$${XDG_CACHE_HOME:-$$HOME/.cache}/gsm8k-rl}/wheels
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 GPU_STAMP := $(VENV)/.installed-gpu
 
-.PHONY: setup test lint smoke study bench gpu-setup gpu-smoke full
+.PHONY: setup test lint smoke study bench gpu-setup gpu-smoke gpu-kit full
 
 setup: $(STAMP)
 
@@ -74,6 +74,11 @@ $(GPU_STAMP): requirements-gpu.txt pyproject.toml
 gpu-smoke: gpu-setup
 	$(BIN)/python scripts/gpu_smoke.py --out outputs/gpu-checks
 	$(BIN)/python -m helpers.pipeline run --profile gpu-smoke --run-dir outputs/gpu-smoke
+
+# For a GPU machine without internet: the pinned wheels vLLM aside (stripped), the tokenizer, in outputs/gpu-kit;
+# it prints the command to run there (scripts/gpu_check.py) and what to send with it (docs/gpu.md).
+gpu-kit: setup
+	$(BIN)/python scripts/gpu_kit.py
 
 # The original study's experiment: Llama 3.2 1B Instruct, every GSM8K problem (resumes a stopped run).
 FULL_DIR ?= outputs/full

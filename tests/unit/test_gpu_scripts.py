@@ -1,5 +1,5 @@
 """The GPU scripts' own logic, on the CPU: verdict lines, the checks that judge what CUDA would give, and the GPU
-check's time limits. (The scripts run end to end in tests/e2e/test_gpu_smoke_cpu.py and tests/e2e/test_gpu_kit.py.)"""
+check's time limits. (The scripts run end to end in tests/e2e/test_gpu_smoke_cpu.py and tests/e2e/test_gpu_kit_build.py.)"""
 
 from __future__ import annotations
 
