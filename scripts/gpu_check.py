@@ -4,9 +4,10 @@ Build the kit on a machine with PyPI (`python scripts/gpu_kit.py`), send the rep
 GPU machine, from the repository root, with the Python that has a CUDA torch:
     python3 scripts/gpu_check.py --kit outputs/gpu-kit --out outputs/gpu-check
 Within `--budget` seconds (default 420) it installs the kit's wheels into a folder of its own (pip --no-index
---no-deps --target), records nvidia-smi and the library versions, probes one 8-bit AdamW step, times
-`import unsloth`, builds a random-weight model of the kit's config (SmolLM2's: Llama's architecture) with the
-kit's tokenizer, and runs `scripts/gpu_smoke.py --no-vllm` on it. Every step prints
+--no-deps --target), records nvidia-smi and the library versions, compiles one Triton kernel (Unsloth's kernels
+need a C compiler there), probes one 8-bit AdamW step, times `import unsloth`, builds a random-weight model of the
+kit's config (SmolLM2's: Llama's architecture) with the kit's tokenizer, and runs `scripts/gpu_smoke.py --no-vllm`
+on it. Every step prints
 `PASS|FAIL|SKIP <check>: <detail>`, and gpu_smoke.py's lines are passed on. --out gets four files: verdicts.txt
 (every verdict line), manifest.json (versions, GPU, times, kit), nvidia-smi.txt and log.txt (all output).
 Not covered, since vLLM cannot travel: sampling, the adapter as a LoRA request, and GRPO generating through vLLM.
@@ -67,6 +68,20 @@ opt.step()
 state = {k: str(v.dtype) for k, v in opt.state[layer.weight].items() if torch.is_tensor(v) and v.dim()}
 print(json.dumps({"moved": float((layer.weight - before).abs().max()), "state": state}))
 """
+# Triton compiles a C launcher on first use: without a C compiler and Python's headers every Unsloth kernel fails.
+# A file, not `-c`: triton.jit reads the kernel's source.
+TRITON_KERNEL = """
+import shutil, torch, triton, triton.language as tl
+@triton.jit
+def double(x, out, n, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    tl.store(out + i, 2 * tl.load(x + i, mask=i < n), mask=i < n)
+x = torch.arange(1000, device="cuda", dtype=torch.float32)
+out = torch.empty_like(x)
+double[(4,)](x, out, 1000, BLOCK=256)
+assert torch.equal(out, 2 * x), "wrong result"
+print(f"triton {triton.__version__} compiled and ran a kernel (C compiler: {shutil.which('cc') or shutil.which('gcc')})")
+"""
 IMPORT_UNSLOTH = (
     "import time; t = time.perf_counter(); import unsloth; print(f'{time.perf_counter() - t:.1f}')"
 )
@@ -126,7 +141,10 @@ class Session:
         return self.output
 
     def python(self, code: str, *args: str, limit: float = 120) -> str:
-        return self.call([sys.executable, "-c", code, *args], limit)
+        """Run `code` from a file in the work folder (tracebacks then show the lines)."""
+        script = self.work / f"step-{len(list(self.work.glob('step-*.py')))}.py"
+        script.write_text(code)
+        return self.call([sys.executable, str(script), *args], limit)
 
 
 def _last_error(lines: list[str]) -> str:
@@ -171,6 +189,10 @@ def adamw_8bit(s: Session) -> str:
     if not found["moved"] or "torch.uint8" not in found["state"].values():
         raise RuntimeError(f"one step of bitsandbytes' AdamW8bit gave {found}")
     return f"one step moved the weights by up to {found['moved']:.2g}; state {found['state']}"
+
+
+def triton_kernel(s: Session) -> str:
+    return s.python(TRITON_KERNEL, limit=180).strip().splitlines()[-1]
 
 
 def import_unsloth(s: Session) -> str:
@@ -236,10 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("install", lambda: install(s))
     checks.run("versions", lambda: versions(s), ("install",))
     if args.cpu:
-        for name in ("nvidia_smi", "adamw_8bit_probe", "import_unsloth"):
+        for name in ("nvidia_smi", "triton_kernel", "adamw_8bit_probe", "import_unsloth"):
             checks.skip(name, "needs CUDA (--cpu)")
     else:
         checks.run("nvidia_smi", lambda: nvidia_smi(s))
+        checks.run("triton_kernel", lambda: triton_kernel(s))
         checks.run("adamw_8bit_probe", lambda: adamw_8bit(s), ("install",))
         checks.run("import_unsloth", lambda: import_unsloth(s), ("install",))
     checks.run("random_model", lambda: random_model(s, args.layers), ("install",))

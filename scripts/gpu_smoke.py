@@ -106,7 +106,10 @@ def trainer_class(trainer: Any, on_cuda: bool) -> str:
     """The trainer's class; on CUDA it must be Unsloth's patched one (the import order, as it happened)."""
     name = type(trainer).__name__
     if on_cuda and not name.startswith("Unsloth"):
-        raise RuntimeError(f"{name} is TRL's own class, not Unsloth's: trl was imported before Unsloth.")
+        raise RuntimeError(
+            f"{name} is TRL's own class, not Unsloth's: trl was imported before Unsloth, or Unsloth could not "
+            "patch it (look for 'Could not build the patched trl' in the log)."
+        )
     return name
 
 
