@@ -8,6 +8,7 @@ warm cache. Run: `.venv/bin/python -m pytest tests/e2e/test_gpu_kit_build.py`
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -154,3 +155,83 @@ def test_the_gpu_check_runs_on_the_cpu_path(kit_for_this_python: Path, tmp_path:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["exit_status"] == 0 and manifest["verdicts"] == verdicts and manifest["kit"]["wheels"]
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "manifest.json", "verdicts.txt"]
+
+
+# The GPU machine's Python packages by import name (its image's package list, read 2026-11-17; torch 2.11.0+cu130,
+# transformers 5.17.0), the ones the walk below can meet.
+MACHINE = {"torch", "transformers", "accelerate", "peft", "triton", "numpy", "pandas", "matplotlib", "packaging",
+           "psutil", "requests", "regex", "filelock", "PIL", "sentencepiece", "google", "tokenizers", "safetensors",
+           "huggingface_hub", "pyarrow", "xxhash", "fsspec", "yaml", "tqdm", "rich", "typer", "einops", "jinja2",
+           "httpx", "aiohttp", "sympy", "scipy", "typing_extensions"}  # fmt: skip
+
+
+# unsloth_zoo.mlx needs MLX, which Unsloth imports only on Apple Silicon (unsloth/__init__.py, a find_spec("mlx")).
+APPLE_ONLY = {"mlx"}
+
+
+def module_file(root: Path, module: str) -> Path | None:
+    path = root.joinpath(*module.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imports_on_import(tree: ast.Module) -> Iterator[tuple[ast.Import | ast.ImportFrom, bool]]:
+    """(import, guarded) for the imports that can run when the module is imported: module level and inside `with`,
+    `if` and `try` blocks; guarded inside an `if` (`if is_x_available(): import x`) or a `try`."""
+    nodes = [(node, False) for node in tree.body]
+    while nodes:
+        node, guarded = nodes.pop(0)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node, guarded
+        elif isinstance(node, ast.With):
+            nodes += [(n, guarded) for n in node.body]
+        elif isinstance(node, ast.If):
+            nodes += [(n, True) for n in node.body + node.orelse]
+        elif isinstance(node, ast.Try):
+            nodes += [(n, True) for n in node.body + [n for h in node.handlers for n in h.body]]
+            nodes += [(n, guarded) for n in node.orelse + node.finalbody]
+
+
+def imported_names(node: ast.Import | ast.ImportFrom, package: str) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+        base = ".".join(parts + ([node.module] if node.module else []))
+    return [base] + [f"{base}.{alias.name}" for alias in node.names]
+
+
+@pytest.mark.slow
+def test_what_import_unsloth_runs_needs_only_the_kit_and_the_machine(kit: Path, tmp_path: Path) -> None:
+    """Walk the modules `import unsloth` can import, through every package of the kit: each package outside the kit
+    that one of them imports unguarded (not in a `try` or an `if`) is on the GPU machine or in the standard library.
+    Read from the source, as the kit's wheels hold it; `import unsloth` itself needs a GPU."""
+    for whl in (kit / "wheels").glob("*.whl"):
+        with zipfile.ZipFile(whl) as z:
+            z.extractall(tmp_path)
+    in_kit = {
+        p.name for p in tmp_path.iterdir() if p.is_dir() and not p.name.endswith((".dist-info", ".data"))
+    }
+    todo, seen, outside = ["unsloth"], set(), {}
+    while todo:
+        module = todo.pop()
+        path = module_file(tmp_path, module)
+        if module in seen or path is None:
+            continue
+        seen.add(module)
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node, guarded in imports_on_import(ast.parse(path.read_bytes())):
+            for name in imported_names(node, package):
+                top = name.split(".")[0]
+                if top in in_kit:
+                    todo.append(name)
+                elif not guarded and top not in sys.stdlib_module_names and top != "__main__":
+                    outside.setdefault(top, module)
+    assert len(seen) > 100, f"walked only {sorted(seen)}"
+    missing = {top: by for top, by in outside.items() if top not in MACHINE | APPLE_ONLY}
+    assert not missing, (
+        f"imported when unsloth is imported, on neither the GPU machine nor in the kit: {missing}"
+    )
