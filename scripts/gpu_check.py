@@ -9,7 +9,7 @@ need a C compiler there), probes one 8-bit AdamW step, times `import unsloth`, b
 kit's config (SmolLM2's: Llama's architecture) with the kit's tokenizer, and runs `scripts/gpu_smoke.py --no-vllm`
 on it. Every step prints
 `PASS|FAIL|SKIP <check>: <detail>`, and gpu_smoke.py's lines are passed on. --out gets four files: verdicts.txt
-(every verdict line), manifest.json (versions, GPU, times, kit), nvidia-smi.txt and log.txt (all output).
+(every verdict line), manifest.json (versions, GPU, times, kit), nvidia-smi.txt and log.txt (every step's output).
 Not covered, since vLLM cannot travel: sampling, the adapter as a LoRA request, and GRPO generating through vLLM.
 `--cpu` runs the same on the CPU (CI does: the kit installs, the model builds, gpu_smoke.py --cpu --no-vllm).
 Exit status 1 when a check failed. Standard library only: the kit is not installed when this starts.
@@ -18,6 +18,8 @@ Exit status 1 when a check failed. Standard library only: the kit is not install
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -32,6 +34,7 @@ from typing import Any
 from checklist import VERDICTS, Checks
 
 ROOT = Path(__file__).resolve().parents[1]
+WORK_MARK = ".gsm8k-gpu-check"  # marks a --work folder as this script's, which it may delete
 # What the versions line reports; `kit` marks those imported from the kit rather than the machine.
 LIBRARIES = ("torch", "transformers", "accelerate", "peft", "trl", "datasets", "unsloth", "unsloth_zoo",
              "bitsandbytes", "triton", "huggingface_hub", "tokenizers", "safetensors", "numpy", "pandas", "pyarrow",
@@ -50,7 +53,7 @@ def where(name):
         return None
     return dist.version + (" (kit)" if str(dist.locate_file("")).startswith(site) else "")
 gpu = torch.cuda.is_available()
-print(json.dumps({
+print("RESULT", json.dumps({
     "python": sys.version.split()[0], "torch_cuda": torch.version.cuda,
     "gpu": torch.cuda.get_device_name() if gpu else None,
     "capability": ".".join(map(str, torch.cuda.get_device_capability())) if gpu else None,
@@ -66,7 +69,7 @@ before = layer.weight.detach().clone()
 layer(torch.randn(8, 256, device="cuda")).pow(2).mean().backward()
 opt.step()
 state = {k: str(v.dtype) for k, v in opt.state[layer.weight].items() if torch.is_tensor(v) and v.dim()}
-print(json.dumps({"moved": float((layer.weight - before).abs().max()), "state": state}))
+print("RESULT", json.dumps({"moved": float((layer.weight - before).abs().max()), "state": state}))
 """
 # Triton compiles a C launcher on first use: without a C compiler and Python's headers every Unsloth kernel fails.
 # A file, not `-c`: triton.jit reads the kernel's source.
@@ -80,10 +83,11 @@ x = torch.arange(1000, device="cuda", dtype=torch.float32)
 out = torch.empty_like(x)
 double[(4,)](x, out, 1000, BLOCK=256)
 assert torch.equal(out, 2 * x), "wrong result"
-print(f"triton {triton.__version__} compiled and ran a kernel (C compiler: {shutil.which('cc') or shutil.which('gcc')})")
+print(f"RESULT triton {triton.__version__} compiled and ran a kernel (C compiler: {shutil.which('cc') or shutil.which('gcc')})")
 """
+RESULT = "RESULT "  # what a step's code prints before its result
 IMPORT_UNSLOTH = (
-    "import time; t = time.perf_counter(); import unsloth; print(f'{time.perf_counter() - t:.1f}')"
+    "import time; t = time.perf_counter(); import unsloth; print(f'RESULT {time.perf_counter() - t:.1f}')"
 )
 
 
@@ -103,22 +107,27 @@ class Session:
     def left(self) -> float:
         return self.deadline - time.monotonic()
 
-    def call(self, args: list[str], limit: float, echo: bool = False) -> str:
-        """Run `args` in the work folder with the kit's environment; its output (logged; printed with `echo`).
-
-        Killed at `limit` seconds or at the deadline, whichever comes first; raises when it fails.
+    def call(
+        self, args: list[str], limit: float, echo: bool = False, env: dict[str, str] | None = None
+    ) -> str:
+        """Run `args` in the work folder with the kit's environment (and `env`); its output (logged; printed with
+        `echo`). Killed at `limit` seconds or at the end of the budget, whichever comes first; raises when it fails.
         """
+        self.output = ""
         timeout = min(limit, self.left())
+        cut_by = "its limit" if timeout == limit else "the end of the budget"
         if timeout < 5:
-            raise TimeoutError(f"the {self.left():.0f} s left of the budget are too few to start it")
+            raise TimeoutError(f"only {self.left():.0f} s of the budget are left, too few to start it")
         self.log.write(f"$ {' '.join(args)}\n")
-        proc = subprocess.Popen(args, cwd=self.work, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, errors="replace", start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(args, cwd=self.work, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", start_new_session=True)  # fmt: skip
         killed = threading.Event()
 
         def stop() -> None:  # the whole process group: workers it started would keep the pipe open
-            killed.set()
-            os.killpg(proc.pid, signal.SIGKILL)
+            if proc.poll() is None:
+                killed.set()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
 
         watchdog = threading.Timer(timeout, stop)
         watchdog.start()
@@ -135,16 +144,23 @@ class Session:
             self.log.flush()
             self.output = "".join(lines)
         if killed.is_set():
-            raise TimeoutError(f"stopped at its limit of {timeout:.0f} s")
+            raise TimeoutError(f"stopped at {cut_by}, after {timeout:.0f} s")
         if proc.returncode:
             raise RuntimeError(f"exit status {proc.returncode}: {_last_error(lines)}")
         return self.output
 
     def python(self, code: str, *args: str, limit: float = 120) -> str:
-        """Run `code` from a file in the work folder (tracebacks then show the lines)."""
+        """Run `code` from a file in the work folder (tracebacks then show the lines); the text it printed after
+        `RESULT ` (other lines, a library's warnings, are only logged)."""
         script = self.work / f"step-{len(list(self.work.glob('step-*.py')))}.py"
         script.write_text(code)
-        return self.call([sys.executable, str(script), *args], limit)
+        output = self.call([sys.executable, str(script), *args], limit)
+        results = [line.removeprefix(RESULT) for line in output.splitlines() if line.startswith(RESULT)]
+        if not results:
+            raise RuntimeError(
+                f"it printed no {RESULT.strip()} line; its last line: {_last_error(output.splitlines())}"
+            )
+        return results[-1]
 
 
 def _last_error(lines: list[str]) -> str:
@@ -158,6 +174,12 @@ def install(s: Session) -> str:
     if not wheels:
         raise FileNotFoundError(
             f"No wheels in {s.kit / 'wheels'}: build the kit with python scripts/gpu_kit.py."
+        )
+    listed = {w["file"]: w["sha256"] for w in json.loads((s.kit / "kit.json").read_text()).get("wheels", [])}
+    damaged = [w.name for w in wheels if hashlib.sha256(w.read_bytes()).hexdigest() != listed.get(w.name)]
+    if damaged:
+        raise ValueError(
+            f"{', '.join(damaged)} differ from kit.json (cut off in transfer?): send the kit again."
         )
     s.call([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "--no-cache-dir",
             "--disable-pip-version-check", "-q", "--target", str(s.site), *map(str, wheels)], limit=180)  # fmt: skip
@@ -175,7 +197,7 @@ def nvidia_smi(s: Session) -> str:
 
 
 def versions(s: Session) -> str:
-    found = json.loads(s.python(VERSIONS, str(s.site), *LIBRARIES).strip().splitlines()[-1])
+    found = json.loads(s.python(VERSIONS, str(s.site), *LIBRARIES))
     s.facts["versions"] = found
     libraries = ", ".join(f"{k} {v}" for k, v in found["libraries"].items() if v)
     missing = [k for k, v in found["libraries"].items() if not v]
@@ -185,18 +207,18 @@ def versions(s: Session) -> str:
 
 
 def adamw_8bit(s: Session) -> str:
-    found = json.loads(s.python(ADAMW_8BIT).strip().splitlines()[-1])
+    found = json.loads(s.python(ADAMW_8BIT))
     if not found["moved"] or "torch.uint8" not in found["state"].values():
         raise RuntimeError(f"one step of bitsandbytes' AdamW8bit gave {found}")
     return f"one step moved the weights by up to {found['moved']:.2g}; state {found['state']}"
 
 
 def triton_kernel(s: Session) -> str:
-    return s.python(TRITON_KERNEL, limit=180).strip().splitlines()[-1]
+    return s.python(TRITON_KERNEL, limit=180)
 
 
 def import_unsloth(s: Session) -> str:
-    seconds = s.python(IMPORT_UNSLOTH, limit=240).strip().splitlines()[-1]
+    seconds = s.python(IMPORT_UNSLOTH, limit=240)
     s.facts["import_unsloth_s"] = float(seconds)
     return f"{seconds} s"
 
@@ -204,7 +226,9 @@ def import_unsloth(s: Session) -> str:
 def random_model(s: Session, layers: int | None) -> str:
     target = s.work / "smollm2-random"  # not ending in -bf16 or -bnb-4bit (helpers.random_model)
     args = ["-m", "helpers.random_model", "--config-dir", str(s.kit / "tokenizer"), "--out", str(target)]
-    s.call([sys.executable, *args, *(["--layers", str(layers)] if layers else [])], limit=180)
+    # Built on the CPU, with CUDA hidden: importing helpers on CUDA would import Unsloth a third time
+    s.call([sys.executable, *args, *(["--layers", str(layers)] if layers else [])], limit=180,
+           env={"CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     size = sum(p.stat().st_size for p in target.iterdir()) / 2**20
     return f"{target} ({size:.0f} MB)"
 
@@ -241,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--kit", type=Path, default=ROOT / "outputs" / "gpu-kit", help="the kit folder")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "gpu-check", help="where results go")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/gsm8k-gpu-check"), help="scratch (emptied)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/gsm8k-gpu-check"),
+                        help="scratch folder, deleted first (only an empty one or one of this script's)")  # fmt: skip
     parser.add_argument("--budget", type=float, default=420, help="seconds for everything")
     parser.add_argument("--layers", type=int, help="layers of the random model (default: the config's)")
     parser.add_argument("--cpu", action="store_true", help="the same on the CPU path (no GPU steps)")
@@ -250,9 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.kit} is not a kit (no kit.json): build it with python scripts/gpu_kit.py, and send it "
               "with the repository.", file=sys.stderr)  # fmt: skip
         return 2
+    if args.work.exists() and any(args.work.iterdir()) and not (args.work / WORK_MARK).exists():
+        print(f"error: --work {args.work} holds files this script did not write, and it deletes that folder first: "
+              "name an empty or new one.", file=sys.stderr)  # fmt: skip
+        return 2
     started = time.monotonic()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
+    (args.work / WORK_MARK).touch()
     args.out.mkdir(parents=True, exist_ok=True)
     s, checks = Session(args.kit.resolve(), args.out.resolve(), args.work.resolve(), args.budget), Checks()
     checks.run("install", lambda: install(s))

@@ -85,9 +85,10 @@ def seeds_cost(model: Any, tokenizer: Any, problems: Any, c: config.RunConfig) -
     )
 
 
-def import_order() -> str:
-    """Unsloth came before trl, transformers and peft (importing `helpers` did it): sys.modules keeps import order."""
-    order = list(sys.modules)
+def import_order(modules: dict[str, Any] = sys.modules) -> str:
+    """Unsloth came before trl, transformers and peft (importing `helpers` did it): `sys.modules` keeps the order in
+    which imports started. (`accelerator.import_unsloth_first` refuses a wrong order; this sees Unsloth missing.)"""
+    order = list(modules)
     if "unsloth" not in order:
         raise RuntimeError(
             "Unsloth was not imported on CUDA: helpers.accelerator.import_unsloth_first did not run."
@@ -114,21 +115,28 @@ def trainer_class(trainer: Any, on_cuda: bool) -> str:
 
 
 def optimizer(trainer: Any, on_cuda: bool) -> str:
-    """The optimizer the trainer built: bitsandbytes' AdamW with 8-bit state on CUDA (`optim="adamw_8bit"`)."""
+    """The optimizer the trainer built: bitsandbytes' AdamW with 8-bit state on CUDA (`optim="adamw_8bit"`).
+
+    bitsandbytes keeps tensors under 4096 elements (some LoRA matrices) in 32 bit, so not every one is 8-bit."""
     inner = getattr(trainer.optimizer, "optimizer", trainer.optimizer)  # accelerate wraps it
     kind = f"{type(inner).__module__}.{type(inner).__name__}"
-    states = [
-        t for s in inner.state.values() for t in s.values() if isinstance(t, torch.Tensor) and t.dim() > 0
+    state = [
+        s
+        for s in inner.state.values()
+        if any(isinstance(t, torch.Tensor) and t.dim() > 0 for t in s.values())
     ]
-    eight_bit = sum(t.dtype == torch.uint8 for t in states)
+    eight_bit = sum(
+        any(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 for t in s.values()) for s in state
+    )
     if on_cuda and not (kind.startswith("bitsandbytes") and eight_bit):
-        raise RuntimeError(f"{kind} with {eight_bit} 8-bit state tensors: adamw_8bit was asked for.")
-    return f"{kind}, {eight_bit} of {len(states)} state tensors in 8 bit"
+        raise RuntimeError(f"{kind} with 8-bit state for {eight_bit} tensors: adamw_8bit was asked for.")
+    return f"{kind}, 8-bit state for {eight_bit} of {len(state)} trained tensors"
 
 
 def precision(model: Any, args: Any) -> str:
     """bf16 from compute capability 8.0, fp16 below it (Unsloth's rule), fp32 on the CPU: the trainer's
-    arguments and the model's weights agree with it."""
+    arguments and the model's weights agree with it. The rule is written out here, not taken from
+    `accelerator.bf16_supported`, so that the check does not share a mistake with the code it checks."""
     if torch.cuda.is_available():
         capability = torch.cuda.get_device_capability()
         expected, where = (
@@ -138,7 +146,7 @@ def precision(model: Any, args: Any) -> str:
     else:
         expected, where = "fp32", "CPU"
     chosen = "bf16" if args.bf16 else "fp16" if args.fp16 else "fp32"
-    dtype = next(p.dtype for p in model.parameters() if not p.requires_grad)  # the base weights, not LoRA's
+    dtype = model.get_input_embeddings().weight.dtype  # a base weight, never quantized (LoRA's stay fp32)
     weights = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}.get(dtype, str(dtype))
     if chosen != expected or weights != expected:
         raise RuntimeError(

@@ -48,15 +48,14 @@ def test_the_optimizer_check_wants_8_bit_state_on_cuda() -> None:
     layer(torch.ones(1, 4)).sum().backward()
     adamw.step()
     found = gpu_smoke.optimizer(trainer_with(adamw), on_cuda=False)
-    assert (
-        found == "torch.optim.adamw.AdamW, 0 of 4 state tensors in 8 bit"
-    )  # exp_avg(_sq) of weight and bias
-    with pytest.raises(RuntimeError, match="AdamW with 0 8-bit state tensors: adamw_8bit was asked for"):
+    assert found == "torch.optim.adamw.AdamW, 8-bit state for 0 of 2 trained tensors"  # weight and bias
+    with pytest.raises(RuntimeError, match="AdamW with 8-bit state for 0 tensors: adamw_8bit was asked for"):
         gpu_smoke.optimizer(trainer_with(adamw), on_cuda=True)
 
 
 def test_the_precision_check_compares_arguments_and_weights() -> None:
-    model = torch.nn.Linear(2, 2).requires_grad_(False)
+    model = torch.nn.Sequential(torch.nn.Embedding(4, 2))
+    model.get_input_embeddings = lambda: model[0]
     assert gpu_smoke.precision(model, SimpleNamespace(bf16=False, fp16=False)).startswith("CPU: fp32")
     with pytest.raises(
         RuntimeError, match="CPU should give fp32; trainer arguments say bf16, weights are fp32"
@@ -77,16 +76,13 @@ def test_on_cuda_the_trainer_must_be_unsloths(monkeypatch: pytest.MonkeyPatch) -
         gpu_smoke.trainer_class(SFTTrainer(), on_cuda=True)
 
 
-def test_the_import_order_check_reads_the_order_of_sys_modules(monkeypatch: pytest.MonkeyPatch) -> None:
-    ordered = {"torch": 1, "unsloth": 1, "trl": 1, "transformers": 1, "peft": 1}
-    monkeypatch.setattr(sys, "modules", ordered)
-    assert gpu_smoke.import_order() == "unsloth before trl, transformers, peft"
-    monkeypatch.setattr(sys, "modules", {"transformers": 1, "unsloth": 1, "trl": 1})
+def test_the_import_order_check_reads_the_order_of_sys_modules() -> None:
+    ordered = dict.fromkeys(["torch", "unsloth", "trl", "transformers", "peft"])
+    assert gpu_smoke.import_order(ordered) == "unsloth before trl, transformers, peft"
     with pytest.raises(RuntimeError, match="transformers imported before Unsloth"):
-        gpu_smoke.import_order()
-    monkeypatch.setattr(sys, "modules", {"trl": 1})
+        gpu_smoke.import_order(dict.fromkeys(["transformers", "unsloth", "trl"]))
     with pytest.raises(RuntimeError, match="Unsloth was not imported on CUDA"):
-        gpu_smoke.import_order()
+        gpu_smoke.import_order(dict.fromkeys(["trl"]))
 
 
 @pytest.fixture
@@ -99,7 +95,7 @@ def session(tmp_path: Path) -> gpu_check.Session:
 def test_a_step_is_stopped_at_its_limit_with_what_it_printed(session: gpu_check.Session) -> None:
     start = time.monotonic()
     code = "import time; print('started', flush=True); time.sleep(60)"
-    with pytest.raises(TimeoutError, match="stopped at its limit of 5 s"):
+    with pytest.raises(TimeoutError, match="stopped at its limit, after 5 s"):
         session.call([sys.executable, "-c", code], limit=5)
     assert time.monotonic() - start < 20 and session.output == "started\n"
     assert "started" in (session.out / "log.txt").read_text()
@@ -110,12 +106,46 @@ def test_a_failing_step_names_its_error_and_the_budget_is_kept(session: gpu_chec
         RuntimeError, match="exit status 1: ModuleNotFoundError: No module named 'no_such_lib'"
     ):
         session.python("import no_such_lib")
+    assert session.python("print('a warning'); print('RESULT 4.2')") == "4.2"
+    with pytest.raises(RuntimeError, match="it printed no RESULT line; its last line: a warning"):
+        session.python("print('a warning')")
     session.deadline = time.monotonic() + 3
     with pytest.raises(TimeoutError, match="too few to start it"):
         session.python("print(1)")
+    assert session.output == ""  # not the last step's
 
 
 def test_without_a_kit_it_says_how_to_build_one(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert gpu_check.main(["--kit", str(tmp_path), "--out", str(tmp_path / "out"), "--cpu"]) == 2
     assert "is not a kit (no kit.json): build it with python scripts/gpu_kit.py" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_wheel_is_named_before_pip_runs(session: gpu_check.Session) -> None:
+    (session.kit / "wheels").mkdir(parents=True)
+    (session.kit / "wheels" / "trl-1.14.2-py3-none-any.whl").write_bytes(b"cut off")
+    (session.kit / "kit.json").write_text(
+        '{"wheels": [{"file": "trl-1.14.2-py3-none-any.whl", "sha256": "0"}]}'
+    )
+    with pytest.raises(ValueError, match="trl-1.14.2-py3-none-any.whl differ from kit.json"):
+        gpu_check.install(session)
+    assert not session.site.exists()
+
+
+def test_a_work_folder_of_other_files_is_not_deleted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "kit").mkdir()
+    (tmp_path / "kit" / "kit.json").write_text("{}")
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "notes.txt").write_text("mine")
+    args = [
+        "--kit",
+        str(tmp_path / "kit"),
+        "--out",
+        str(tmp_path / "out"),
+        "--work",
+        str(tmp_path / "work"),
+        "--cpu",
+    ]
+    assert gpu_check.main(args) == 2
+    assert "holds files this script did not write" in capsys.readouterr().err
+    assert (tmp_path / "work" / "notes.txt").read_text() == "mine"
