@@ -88,6 +88,31 @@ def bf16_supported() -> bool:
     return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
 
 
+CPU_DTYPE_ENV = (
+    "GSM8K_CPU_DTYPE"  # float32 or bfloat16: overrides the CPU's own choice (tests force fp32 with it)
+)
+CPU_DTYPES = ("float32", "bfloat16")
+
+
+def cpu_dtype() -> tuple[str, str]:
+    """(the dtype the CPU samples and trains in, why): bfloat16 where the CPU computes it natively (AMX or
+    AVX512_BF16), float32 elsewhere (emulated bf16 is slower than fp32); `GSM8K_CPU_DTYPE` overrides both."""
+    import os
+
+    import torch
+
+    forced = os.environ.get(CPU_DTYPE_ENV)
+    if forced:
+        if forced not in CPU_DTYPES:
+            raise ValueError(f"{CPU_DTYPE_ENV}={forced!r}: use one of {', '.join(CPU_DTYPES)}, or unset it.")
+        return forced, f"set by {CPU_DTYPE_ENV}"
+    if torch.cpu._is_amx_tile_supported():
+        return "bfloat16", "this CPU has AMX (native bf16)"
+    if torch.cpu._is_avx512_bf16_supported():
+        return "bfloat16", "this CPU has AVX512_BF16 (native bf16)"
+    return "float32", "this CPU has no native bf16 (no AMX, no AVX512_BF16): bf16 would be emulated"
+
+
 def driver_version() -> str | None:
     """The NVIDIA driver version (e.g. "550.54.15"), from nvidia-smi or /proc; None when there is none."""
     if shutil.which("nvidia-smi"):

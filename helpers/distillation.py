@@ -182,6 +182,7 @@ def _sample_endpoint(run: Run, problems: Any, seed: int) -> pd.DataFrame:
     settings = {
         "model": target.model,
         "backend": ENDPOINT_BACKEND,
+        "dtype": "unknown",  # the endpoint does not say
         "seed": seed,
         "temperature": cfg.temperature,
         "top_p": cfg.top_p,

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import agreement, config, cpu_engine, judge, metrics, models, report, training
+from helpers import agreement, config, cpu_engine, judge, metrics, models, report, sampling, training
 from helpers.files import BadInput, atomic_write_text, write_jsonl
 from helpers.report import markdown_table
 from helpers.runs import Run
@@ -57,8 +57,8 @@ def variants(run: Run) -> tuple[list[str], list[str]]:
     return [BASE, *trained], [v for v in training.VARIANTS if v not in trained]
 
 
-def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.DataFrame:
-    """`evaluate` for every variant, from the engine `shared_engine` gives (see there for `one_engine`)."""
+def evaluate_all(run: Run, names: list[str], lora_requests: bool = False) -> pd.DataFrame:
+    """`evaluate` for every variant, from the engine `shared_engine` gives (see there for `lora_requests`)."""
     c = run.cfg
     target = judge.endpoint()
     if target is not None:
@@ -67,33 +67,37 @@ def evaluate_all(run: Run, names: list[str], one_engine: bool = False) -> pd.Dat
             judge.cached_verdicts(run.path(f"eval/judge_{n}.jsonl"), target.model) < expected for n in names
         ):
             judge.check(target)  # a judge that cannot answer stops 08 now, not after hours of sampling
-    with shared_engine(run, one_engine) as shared:
+    problems = run.problems("test")
+    needed = any(not sampling.complete(run.path(test_samples_file(n)), problems, c.k) for n in names)
+    with shared_engine(run, lora_requests, needed) as shared:
         return pd.concat([evaluate(run, name, shared) for name in names], ignore_index=True)
 
 
 @contextlib.contextmanager
-def shared_engine(run: Run, one_engine: bool = False) -> Iterator[tuple | None]:
-    """The engine every variant is sampled from, or None: an engine per variant (`sampling` loads it).
-
-    `one_engine`: one vLLM engine serves every variant, each adapter as a LoRA request. Always so on a GPU, where
-    an engine per variant would not fit beside the others. On the CPU it is asked for (`True`); the default
-    there is an engine per variant with its adapter merged, because LoRA requests run at about half the speed
-    on a CPU (measured on 2 cores: 98 against 257 tok/s).
+def shared_engine(run: Run, lora_requests: bool = False, needed: bool = True) -> Iterator[tuple | None]:
+    """The one engine every variant is sampled from (None where there is none to share, or none is `needed`:
+    every sample is drawn). On a GPU Unsloth's base engine, each adapter a LoRA request (an engine per variant
+    would not fit beside the others). On the CPU a vLLM engine that takes each variant's merged weights in turn
+    (`cpu_engine.CpuEngine.serve`: about 2 s a variant, against 6-9 s for an engine of its own), or with
+    `lora_requests` one that serves adapters as LoRA requests, as on a GPU (3-4 times slower on a CPU: measured
+    on 2 cores in bf16, 212 against 845 tok/s). Where vLLM cannot run on the CPU, None: each variant's model is
+    loaded for the decode loop.
     """
     c = run.cfg
     shared = None
-    if models.resolve_backend()[0] == "unsloth":
+    if needed and models.resolve_backend()[0] == "unsloth":
         shared = models.load_model(
             c.model, max_seq_length=c.max_seq_length, load_in_4bit=c.load_in_4bit, max_lora_rank=c.lora_r
         )
-    elif one_engine:
-        reason = cpu_engine.unavailable()
-        if reason is not None:
-            raise RuntimeError(f"one_engine=True needs vLLM on this CPU: {reason}. Leave one_engine=False.")
+    elif needed and sampling.choose_backend() == cpu_engine.BACKEND:
         name, path = models.resolve_name(c.model)
+        lora = {"lora_rank_max": c.lora_r} if lora_requests else {"swappable": True}
         shared = cpu_engine.load(
-            name, path, lora_rank_max=c.lora_r, max_seq_length=c.max_seq_length, seed=c.seed
+            name, path, max_seq_length=c.max_seq_length, max_new_tokens=c.max_new_tokens, seed=c.seed, **lora
         )
+    elif needed and lora_requests:
+        reason = cpu_engine.unavailable()
+        raise RuntimeError(f"lora_requests=True needs vLLM on this CPU: {reason}. Leave lora_requests=False.")
     try:
         yield shared
     finally:

@@ -59,14 +59,15 @@ def samples_file(variant: str) -> str:
     return f"samples/large_k_{variant}.jsonl"
 
 
-def sample_all(run: Run, names: list[str], one_engine: bool = False) -> pd.DataFrame:
+def sample_all(run: Run, names: list[str], lora_requests: bool = False) -> pd.DataFrame:
     """`large_k_n` samples per problem of `problems(run)` from each variant (resumable), graded, one frame.
 
-    The engine is 08's (`evaluation.shared_engine`, where `one_engine` is explained); the judge is not asked
+    The engine is 08's (`evaluation.shared_engine`, where `lora_requests` is explained); the judge is not asked
     (it would cost n/k times 08's verdicts)."""
     subset, n = problems(run), run.cfg.large_k_n
     found = []
-    with evaluation.shared_engine(run, one_engine) as shared:
+    needed = any(not sampling.complete(run.path(samples_file(name)), subset, n) for name in names)
+    with evaluation.shared_engine(run, lora_requests, needed) as shared:
         for number, name in enumerate(names, start=1):
             log.info("%s (%d of %d): %d problems x %d samples", name, number, len(names), len(subset), n)
             start_from_evaluation(run, name, subset, shared)

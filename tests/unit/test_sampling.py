@@ -212,7 +212,7 @@ def test_replay_cuts_after_the_answer_line_and_counts_through_it(smollm2) -> Non
 
 
 def test_a_loaded_cpu_model_takes_no_other_adapter(smollm2, problems, tmp_path) -> None:
-    with pytest.raises(ValueError, match="needs a vLLM engine without an adapter"):
+    with pytest.raises(ValueError, match="needs a vLLM engine that takes adapters"):
         sampling.sample(smollm2, problems, out_path=tmp_path / "s.jsonl", adapter="models/SFT_1", **SETTINGS)
 
 
