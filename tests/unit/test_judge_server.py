@@ -12,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from helpers import accelerator, judge_server
 from helpers import endpoint as api
-from helpers import judge_server
 
 DEAD = api.Endpoint(url="http://127.0.0.1:9/v1", model="m", key=None, timeout=1)  # nothing listens there
 
 
-def test_on_a_cpu_the_server_runs_eagerly_on_loopback() -> None:
+def test_on_a_cpu_the_server_runs_eagerly_on_loopback_in_the_cpus_dtype(monkeypatch) -> None:
+    monkeypatch.setenv(accelerator.CPU_DTYPE_ENV, "float32")
     command = judge_server.serve_command("/models/smollm2", 8123)
+    assert command[command.index("--dtype") + 1] == "float32"
     assert command[:3] == [sys.executable, "-m", judge_server.SERVER_MODULE]
     assert (
         command[command.index("--host") + 1] == "127.0.0.1" and command[command.index("--port") + 1] == "8123"
