@@ -440,8 +440,9 @@ def stats_path(path: str | os.PathLike) -> Path:
     return Path(path).with_suffix(".stats.json")
 
 
-def read_stats(path: str | os.PathLike) -> dict[str, float]:
-    """Completions, tokens and seconds spent sampling a file (summed over resumed runs), with rates."""
+def read_stats(path: str | os.PathLike) -> dict[str, Any]:
+    """Completions, tokens and seconds spent sampling a file (summed over resumed runs), with rates, and the
+    engine's `backend` and `dtype`."""
     stats = json.loads(stats_path(path).read_text()) if stats_path(path).exists() else {}
     stats = {"completions": 0, "tokens": 0, "seconds": 0.0, **stats}
     seconds = max(stats["seconds"], 1e-9)
@@ -475,6 +476,8 @@ def _write(stream: Iterator[dict[str, Any]], path: Path, settings: dict[str, Any
             "completions": old["completions"] + count,
             "tokens": old["tokens"] + tokens,
             "seconds": round(old["seconds"] + time.perf_counter() - start, 3),
+            "backend": settings["backend"],
+            "dtype": settings["dtype"],
         }
         try:
             atomic_write_text(stats_path(path), json.dumps(new) + "\n")

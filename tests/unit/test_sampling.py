@@ -30,6 +30,9 @@ def test_two_problems_two_samples(smollm2, problems, tmp_path: Path) -> None:
     assert set(frame["finish_reason"]) <= {"stop", "answer", "length"}
     assert (frame["n_tokens"] <= 24).all() and (frame["n_tokens"] > 0).all()
     assert set(frame["model"]) == {"smollm2-135m"} and set(frame["seed"]) == {0}
+    assert set(frame["dtype"]) == {"float32"}  # the decode loop's model, loaded in fp32
+    stats = sampling.read_stats(out)
+    assert (stats["completions"], stats["backend"], stats["dtype"]) == (4, "transformers", "float32")
 
 
 def test_a_killed_run_resumes_without_losing_or_repeating_rows(
@@ -61,7 +64,11 @@ def test_a_killed_run_resumes_without_losing_or_repeating_rows(
 
 def test_a_finished_file_is_not_sampled_again(smollm2, problems, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "samples.jsonl"
+    assert not sampling.complete(out, problems, 2)
+    sampling.sample(smollm2, problems.select([0]), out_path=out, **SETTINGS)
+    assert sampling.complete(out, problems.select([0]), 2) and not sampling.complete(out, problems, 2)
     sampling.sample(smollm2, problems, out_path=out, **SETTINGS)
+    assert sampling.complete(out, problems, 2) and not sampling.complete(out, problems, 3)
     monkeypatch.setattr(decoding, "stream_completions", None)  # any sampling now would crash
     assert len(sampling.sample(smollm2, problems, out_path=out, **SETTINGS)) == 4
 
