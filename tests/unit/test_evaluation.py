@@ -204,7 +204,9 @@ def test_a_judge_with_every_verdict_cached_is_not_asked_for(
             for i in range(len(run.problems("test")) * run.cfg.k)]  # fmt: skip
     files.write_jsonl(run.path("eval/judge_base.jsonl"), rows)
     monkeypatch.setattr(evaluation, "evaluate", lambda run, name, shared: pd.DataFrame({"variant": [name]}))
-    monkeypatch.setattr(evaluation.models, "resolve_backend", lambda backend="auto": ("transformers", "no GPU"))
+    monkeypatch.setattr(
+        evaluation.models, "resolve_backend", lambda backend="auto": ("transformers", "no GPU")
+    )
     assert evaluation.evaluate_all(run, ["base"])["variant"].tolist() == ["base"]
 
 
