@@ -1,4 +1,6 @@
-"""Tiny shared fixtures: five GSM8K rows and a few fake completions. No downloads.
+"""Shared fixtures: five GSM8K rows and a few fake completions (no downloads), and, once per session, the local
+judge server and the never-killed smoke series that `tests/e2e` reads and `tests/faults` compares with
+(`smoke_series` holds how both run).
 
 Run everything with `make test`; the fast part alone with `.venv/bin/python -m pytest tests/unit tests/property`.
 """
@@ -6,8 +8,10 @@ Run everything with `make test`; the fast part alone with `.venv/bin/python -m p
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -70,3 +74,37 @@ def _release_run_locks() -> Iterator[None]:
     yield
     for root in run_lock.held() - before:
         run_lock.release(root)
+
+
+@pytest.fixture(scope="session")
+def local_judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace | str]:
+    """A running judge server (`.env` points the judge at it), or the reason none runs on this machine (the tests
+    that need it skip with it; the series then runs without the judge)."""
+    import smoke_series
+
+    yield from smoke_series.serve_judge(tmp_path_factory.mktemp("judge"))
+
+
+@pytest.fixture
+def judge_env(local_judge, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The environment that points the judge at the local server, set for this test; skips without a server."""
+    from helpers import judge
+
+    if isinstance(local_judge, str):
+        pytest.skip(local_judge)
+    monkeypatch.delenv(judge.ENV_KEY, raising=False)  # a local server takes none
+    for key, value in local_judge.env.items():
+        monkeypatch.setenv(key, value)
+    return local_judge.env
+
+
+@pytest.fixture(scope="session")
+def smoke(tmp_path_factory: pytest.TempPathFactory, local_judge) -> tuple[Path, subprocess.CompletedProcess]:
+    """The whole series on the smoke profile, never killed: what `tests/e2e` checks, and the run `tests/faults`
+    sets a killed one beside. 08 asks the local judge server when one can run here."""
+    import smoke_series
+
+    run_dir = tmp_path_factory.mktemp("series") / "smoke"
+    done = smoke_series.run_pipeline(run_dir, smoke_series.PROFILE, env=smoke_series.series_env(local_judge))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return run_dir, done

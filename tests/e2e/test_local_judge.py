@@ -1,5 +1,5 @@
 """The LLM judge against a real OpenAI-compatible server on localhost: vLLM's own server (the CPU build) with the
-CPU model, started by the tests (`tests/e2e/conftest.py`). The verdicts of a 135M judge are poor; the protocol is
+CPU model, started by the tests (`tests/conftest.py`). The verdicts of a 135M judge are poor; the protocol is
 what is tested: the endpoint check, the pool, the cache and the resume. `pytest tests/e2e/test_local_judge.py`.
 """
 

@@ -1,5 +1,5 @@
 """An endpoint teacher against a real OpenAI-compatible server on localhost: the tests' local vLLM server
-(`tests/e2e/conftest.py`, the CPU model) named by `TEACHER_BASE_URL` / `TEACHER_MODEL`, as a user would point
+(`tests/conftest.py`, the CPU model) named by `TEACHER_BASE_URL` / `TEACHER_MODEL`, as a user would point
 notebook 07 at a `vllm serve`. `pytest tests/e2e/test_local_teacher.py`."""
 
 from __future__ import annotations

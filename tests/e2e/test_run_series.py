@@ -1,26 +1,24 @@
 """End to end: papermill runs the notebooks in order on the smoke profiles with the real CPU model and data,
-then we check what they wrote. Minutes, not seconds: `pytest tests/e2e -m slow`."""
+then we check what they wrote. The series is `tests/conftest.py`'s `smoke`, run once per session (the fault plan
+compares its killed run with the same one). Minutes, not seconds: `pytest tests/e2e -m slow`."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+from smoke_series import FAKE_SECRETS, run_pipeline
 
 from helpers import (
     answers,
     console,
     evaluation,
     files,
-    judge,
     large_k,
     metrics,
     models,
@@ -31,47 +29,6 @@ from helpers import (
 )
 
 pytestmark = pytest.mark.slow
-ROOT = Path(__file__).resolve().parents[2]
-# Secrets a user has in the environment (the judge's key reaches the local server, which ignores it): none may
-# land in anything the run writes or prints.
-FAKE_SECRETS = {
-    "HF_TOKEN": "hf_fAkEsEcReT0000000000000000000000",
-    judge.ENV_KEY: "sk-judge-fAkEsEcReT-111111111111",
-    "TEACHER_API_KEY": "sk-teacher-fAkEsEcReT-22222222",
-}
-
-
-def run_pipeline(
-    run_dir: Path, profile: str, *extra: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "helpers.pipeline",
-            "run",
-            "--profile",
-            profile,
-            "--run-dir",
-            str(run_dir),
-            *extra,
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=1800,
-        env={**os.environ, **(env or {})},
-    )
-
-
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory, local_judge) -> tuple[Path, subprocess.CompletedProcess]:
-    """The series on the smoke profile; 08 asks the local judge server when one can run here."""
-    run_dir = tmp_path_factory.mktemp("series") / "smoke"
-    judging = {} if isinstance(local_judge, str) else {**local_judge.env, judge.ENV_CONCURRENCY: "8"}
-    done = run_pipeline(run_dir, "smoke", env={**judging, **FAKE_SECRETS})
-    assert done.returncode == 0, done.stdout + done.stderr
-    return run_dir, done
 
 
 def test_every_existing_step_ran_and_left_its_executed_notebook(smoke) -> None:

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 from fault_harness import Kill, finish, leftovers, rows_in, run_until
-from test_kills import OVERRIDES, TINY
 
 pytestmark = pytest.mark.slow
+
+TINY = {"n_train": 8, "k": 2, "max_new_tokens": 64}  # step 01 alone, on the smoke profile: 16 short rows
+OVERRIDES = [arg for key, value in TINY.items() for arg in ("-p", f"{key}={value}")]
 
 SAMPLES = "samples/base_train.jsonl"
 
