@@ -46,9 +46,10 @@ test: lint
 smoke: setup
 	$(BIN)/python -m helpers.pipeline run --profile smoke --run-dir $(RUN_DIR)
 
-# The CPU study: the whole series at a size whose intervals decide (82 minutes on 2 cores for 01-08, about 30 more
-# for 09, estimated). Its results are in the README and docs/findings.md; `python -m helpers.study publish
-# $(STUDY_DIR)` puts a new run's there.
+# The CPU study: the whole series at a size whose intervals decide (the published run took 82 minutes on 2 cores for
+# 01-08 with the engine before bf16 and one engine for all models; about 60 minutes for 01-09 now, estimated). Its
+# results are in the README and docs/findings.md; `python -m helpers.study publish $(STUDY_DIR)` puts a new run's
+# there.
 STUDY_DIR ?= outputs/cpu-study
 study: setup
 	$(BIN)/python -m helpers.pipeline run --profile cpu-study --run-dir $(STUDY_DIR)

@@ -74,12 +74,12 @@ SMOKE = RunConfig(
     profile="smoke",
     model="smollm2-135m",
     dataset="arithmetic",
-    # Token budget (measured on 2 cores, 2026-11-30): a toy completion averages 65-85 tokens (counted to the answer
-    # line) and vLLM samples them at about 165 tok/s in a batch of 64 and 110-130 in a batch of 32, so one pass over
-    # 16 train problems x k=4 (about 5k tokens) takes about 30 s. The series samples train three times (01, 05, the
-    # teacher in 07) and test once per variant (08: 9 models x 4 problems x 4, about 1.3k tokens each; with an engine
-    # per variant and the judge, 8 test problems cost 34 s a variant): sized so that `make test`, the whole series
-    # included, stays near 20 minutes on a 2-core machine.
+    # Token budget (measured on 2 cores with AMX, bf16, 2026-12-05): a toy completion averages 65-85 tokens (counted
+    # to the answer line), and a third run on to max_new_tokens, so a batch takes max_new_tokens decode steps however
+    # few it holds: one pass over 16 train problems x k=4 (about 5k tokens, all 64 in flight) takes 12 s. The series
+    # samples train three times (01, 05, the teacher in 07) and test once per variant (08: 9 models x 4 problems x 4,
+    # about 1.3k tokens and 7 s each, from one engine that takes each variant's weights in about 1.4 s): sized so
+    # that `make test`, which runs the whole series twice (once killed at 10 moments), stays near 20 minutes.
     n_train=16,
     n_test=4,
     easiest_first=False,
@@ -116,9 +116,9 @@ SMOKE = RunConfig(
     grpo_max_rows=2,
     grpo_max_completion_length=96,
     grpo_patience=3,
-    # 09: 9 models x 2 problems x 16 samples, 288 completions of which 08's 72 are reused (measured on 2 cores: 216
-    # drawn, 16k tokens at 125 tok/s, 213 s for the step with an engine per model). Enough to draw every curve and
-    # table to k=16, not to decide anything.
+    # 09: 9 models x 2 problems x 16 samples, 288 completions of which 08's 72 are reused (216 drawn, about 16k
+    # tokens: 7-10 s a model from one engine on 2 cores). Enough to draw every curve and table to k=16, not to
+    # decide anything.
     large_k_n=16,
     large_k_problems=2,
 )
@@ -204,8 +204,9 @@ GPU_SMOKE = dataclasses.replace(
 )
 
 # The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
-# on 2 cores (the published run, docs/findings.md): 82 minutes for the series, 526k tokens sampled
-# by the engine (and 6k by GRPO).
+# on 2 cores (the published run, docs/findings.md, with the engine as it was then: fp32, 32 sequences in flight,
+# an engine per model): 82 minutes for 01-08, 526k tokens sampled by the engine (and 6k by GRPO). The sampling
+# figures below are that run's; the engine now samples this workload 2-3 times faster where bf16 is native.
 # - Train: 128 problems x k=8, sampled three times (01 the base, 05 SFT_1, 07 the teacher: here the base again with
 #   another seed, as in the smoke), 59-88k tokens a pass at 177-248 tok/s: 5.6-7.6 minutes of sampling each. The
 #   base is right in 11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198
@@ -231,9 +232,9 @@ CPU_STUDY = dataclasses.replace(
     grpo_max_rows=32,
     grpo_max_completion_length=128,
     grpo_patience=4,
-    # 09 (an estimate from the tok/s above; the published run predates it): 9 models x 16 problems x 32 samples,
-    # 4,608 completions of which 3,456 are drawn (08's 8 a problem reused), about 260k tokens: about 30 minutes more
-    # on 2 cores with an engine per model.
+    # 09 (an estimate; the published run predates it): 9 models x 16 problems x 32 samples, 4,608 completions of
+    # which 3,456 are drawn (08's 8 a problem reused), about 260k tokens: at the 500-600 tok/s the engine now makes
+    # at this workload in bf16 (bench/sampling.py), about 8 minutes on 2 cores.
     large_k_n=32,
     large_k_problems=16,
 )

