@@ -39,6 +39,7 @@ SAMPLE = {
     "finish_reason": "answer",
     "model": "smollm2-135m",
     "backend": "vllm",
+    "dtype": "bfloat16",
     "seed": 0,
     "temperature": 0.7,
     "top_p": 1.0,
