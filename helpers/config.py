@@ -233,8 +233,8 @@ CPU_STUDY = dataclasses.replace(
     grpo_max_completion_length=128,
     grpo_patience=4,
     # 09 (an estimate; the published run predates it): 9 models x 16 problems x 32 samples, 4,608 completions of
-    # which 3,456 are drawn (08's 8 a problem reused), about 260k tokens: at the 500-600 tok/s the engine now makes
-    # at this workload in bf16 (bench/sampling.py), about 8 minutes on 2 cores.
+    # which 3,456 are drawn (08's 8 a problem reused), about 260k tokens: at the 623 tok/s the engine made at the
+    # study's workload in bf16 (bench/sampling.py, 2 cores with AMX), about 7-8 minutes; twice that in fp32.
     large_k_n=32,
     large_k_problems=16,
 )
