@@ -196,9 +196,8 @@ class CpuEngine:
             models.check_adapter(self.gsm8k_base, adapter)
         weights = _merged_weights(self.base_path, adapter)
         model = self.vllm_engine.llm_engine.model_executor.driver_worker.model_runner.model
-        model.load_weights(
-            weights.items()
-        )  # TRL's colocate push (trl/generation/vllm_generation.py, sync_weights)
+        # TRL's colocate push (trl/generation/vllm_generation.py, sync_weights)
+        model.load_weights(weights.items())
         self.vllm_engine.reset_prefix_cache()  # cached prefixes were computed with the old weights
         self.gsm8k_adapter = wanted
         log.info(

@@ -68,9 +68,7 @@ def serve_command(
         served_name(model),
     ]
     command += ["--host", "127.0.0.1", "--port", str(port), "--max-model-len", str(max_model_len)]
-    if (
-        gpu_memory_utilization is None
-    ):  # the CPU's dtype, as the series' engine (vLLM's own would be the model's)
+    if gpu_memory_utilization is None:  # in the series' engine's dtype (vLLM's own would be the model's)
         return [*command, "--enforce-eager", "--dtype", accelerator.cpu_dtype()[0]]
     if not 0 < gpu_memory_utilization < 1:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1), not {gpu_memory_utilization}.")
