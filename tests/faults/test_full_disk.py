@@ -1,5 +1,5 @@
-"""A full disk mid-sampling: step 01 on a small tmpfs, filled while the engine writes rows. The error names the
-path and the space; no half row or half file is left; the rerun after freeing space resumes and finishes.
+"""A full disk mid-sampling: step 01 on a small tmpfs, filled once the engine has written its first row. The error
+names the path and the space; no half row or half file is left; the rerun after freeing space resumes and finishes.
 
     .venv/bin/python -m pytest tests/faults/test_full_disk.py -m slow      # needs root to mount the tmpfs
 """
@@ -57,9 +57,11 @@ def test_a_full_disk_mid_sampling_is_named_leaves_only_whole_rows_and_the_rerun_
 ) -> None:
     run_dir, filler = small_disk / "run", small_disk / "filler"
     rows = TINY["n_train"] * TINY["k"]
-    # Once the engine opened the sample file: one page (4 KiB, about 9 rows) is left for the rows to fill
-    opened = Kill("01", "sampling", rows_in(SAMPLES, 0))
-    outcome = run_until(run_dir, opened, OVERRIDES, lambda _: fill(filler, leave=4096))
+    # Once the first row is in, the disk is filled to the last byte: the sample file's page has room for about 8
+    # more rows, so the draw is cut mid-way, by a row that finds no room or by papermill saving the notebook
+    # (it saves the running cell's output every 30 s), whichever writes first.
+    first_row = Kill("01", "sampling", rows_in(SAMPLES, 1))
+    outcome = run_until(run_dir, first_row, OVERRIDES, lambda _: fill(filler, leave=0))
     assert outcome.fired and outcome.returncode == 1, outcome.output[-3000:]
     error = outcome.output[outcome.output.rfind("error:") :]
     assert "No space left on the disk of" in error and str(run_dir) in error, error
