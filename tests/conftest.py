@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -99,12 +100,47 @@ def judge_env(local_judge, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def smoke(tmp_path_factory: pytest.TempPathFactory, local_judge) -> tuple[Path, subprocess.CompletedProcess]:
-    """The whole series on the smoke profile, never killed: what `tests/e2e` checks, and the run `tests/faults`
-    sets a killed one beside. 08 asks the local judge server when one can run here."""
+def beside(tmp_path_factory: pytest.TempPathFactory, local_judge):
+    """In the background, on its half of the cores (`smoke_series.HALVES`), one after another: the whole series on
+    the smoke profile, never killed (08 asks the local judge server when one can run here), then the GSM8K smoke
+    to its filtering stop and the GPU first run's CPU path. The fault plan runs its killed series beside them, on
+    the other half."""
     import smoke_series
+    from smoke_series import Job, pipeline_command
 
-    run_dir = tmp_path_factory.mktemp("series") / "smoke"
-    done = smoke_series.run_pipeline(run_dir, smoke_series.PROFILE, env=smoke_series.series_env(local_judge))
+    root = tmp_path_factory.mktemp("beside")
+    # 4 problems, 64 tokens: the test is about the stop and its counts, not the samples (200 tokens cost about 25 s)
+    gsm8k = ["--to", "02", "-p", "n_train=4", "-p", "max_new_tokens=64"]
+    gpu_smoke = [
+        sys.executable,
+        "scripts/gpu_smoke.py",
+        "--cpu",
+        "--problems",
+        "2",
+        "--out",
+        str(root / "gpu"),
+    ]
+    jobs = {
+        "smoke": Job(pipeline_command(root / "smoke", "smoke"), smoke_series.series_env(local_judge)),
+        "smoke-gsm8k": Job(pipeline_command(root / "gsm8k", "smoke-gsm8k", *gsm8k)),
+        "gpu-smoke-cpu": Job(gpu_smoke, timeout=900),
+    }
+    return smoke_series.Beside(root, jobs, smoke_series.HALVES[0])
+
+
+@pytest.fixture(scope="session")
+def smoke(beside) -> tuple[Path, subprocess.CompletedProcess]:
+    """The never-killed series, once it has ended: what `tests/e2e` checks and `tests/faults` sets its killed run
+    beside."""
+    done = beside.result("smoke")
     assert done.returncode == 0, done.stdout + done.stderr
-    return run_dir, done
+    return beside.root / "smoke", done
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The fault plan goes before the first test that waits for a run `beside` makes, so the two series run side
+    by side."""
+    kills = [item for item in items if item.nodeid.startswith("tests/faults/test_kills.py")]
+    rest = [item for item in items if item not in kills]
+    first = next((n for n, item in enumerate(rest) if "beside" in item.fixturenames), len(rest))
+    items[:] = rest[:first] + kills + rest[first:]

@@ -2,7 +2,10 @@
 in (the local judge server when one can run here, and fake secrets), and that server's start and stop.
 
 The fixtures built on it (`local_judge`, `judge_env`, `smoke`) are in `tests/conftest.py`, once per test session,
-so `tests/e2e` and `tests/faults` share one server and one never-killed run.
+so `tests/e2e` and `tests/faults` share one server and one never-killed run. That run and the fault plan's killed
+one go side by side, each pinned to its half of this machine's cores (`HALVES`): most of a series is one thread
+at a time (kernel starts, imports, small decode batches), so two at once on one core each take far less than two
+in turn on both, and the two runs still compute alike (the same number of threads, so the same sums).
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,9 +46,74 @@ def pipeline_command(run_dir: Path, profile: str, *extra: str) -> list[str]:
     return [sys.executable, *args, *extra]
 
 
+def halves() -> tuple[set[int], set[int]]:
+    """Two disjoint, equal sets of the cores this process may use (the odd one out unused); on one core, that
+    core twice."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        return set(cores), set(cores)
+    half = len(cores) // 2
+    return set(cores[:half]), set(cores[half : 2 * half])
+
+
+HALVES = halves()
+
+
+def pinned(cores: set[int]) -> Callable[[], None]:
+    """For `Popen(preexec_fn=...)`: the child and all it starts (kernels, vLLM, torch's threads) run on `cores`."""
+    return lambda: os.sched_setaffinity(0, cores)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A command for `Beside`, with the environment it adds and its time limit."""
+
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float = SERIES_S
+
+
+class Beside:
+    """Commands run one after another in the background on `cores` (a thread waits on each): the never-killed
+    series first, then runs whose tests only read what they print and write, which fill the time that half would
+    otherwise wait for the killed run. `root`: the folder they write under. `result(name)` waits for one and gives
+    it back as `subprocess.run` does."""
+
+    def __init__(self, root: Path, jobs: dict[str, Job], cores: set[int]) -> None:
+        self.root, self.jobs, self.cores = root, jobs, cores
+        self.results: dict[str, subprocess.CompletedProcess | BaseException] = {}
+        self.done = {name: threading.Event() for name in jobs}
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        for name, job in self.jobs.items():
+            try:
+                self.results[name] = subprocess.run(
+                    job.command,
+                    capture_output=True,
+                    text=True,
+                    cwd=ROOT,
+                    timeout=job.timeout,
+                    env={**os.environ, **job.env},
+                    preexec_fn=pinned(self.cores),
+                )
+            except BaseException as err:  # a time-out, said by the test that waits for it
+                self.results[name] = err
+            self.done[name].set()
+
+    def result(self, name: str) -> subprocess.CompletedProcess:
+        waited = sum(job.timeout for job in self.jobs.values())
+        assert self.done[name].wait(waited), f"{name}: not done after {waited:.0f} s"
+        result = self.results[name]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+
 def run_pipeline(
-    run_dir: Path, profile: str, *extra: str, env: dict[str, str] | None = None
+    run_dir: Path, profile: str, *extra: str, env: dict[str, str] | None = None, cores: set[int] | None = None
 ) -> subprocess.CompletedProcess:
+    """The pipeline to its end (or `--to`), on `cores` when given."""
     return subprocess.run(
         pipeline_command(run_dir, profile, *extra),
         capture_output=True,
@@ -52,6 +121,7 @@ def run_pipeline(
         cwd=ROOT,
         timeout=SERIES_S,
         env={**os.environ, **(env or {})},
+        preexec_fn=pinned(cores) if cores else None,
     )
 
 
@@ -72,7 +142,7 @@ def free_port() -> int:
 
 def serve_judge(logs: Path) -> Iterator[SimpleNamespace | str]:
     """`python -m helpers.judge_server` with the CPU model, started the way the README says (about 40 s on 2
-    cores): yields its environment (`SimpleNamespace(env=...)`), or the reason none runs on this machine; stops it
+    cores), on the never-killed run's half of the cores: yields its environment (`SimpleNamespace(env=...)`), or the reason none runs on this machine; stops it
     with SIGTERM after, which must take its engine processes with it."""
     from helpers import cpu_engine, models
 
@@ -85,7 +155,14 @@ def serve_judge(logs: Path) -> Iterator[SimpleNamespace | str]:
     command += ["--port", str(free_port()), "--max-model-len", "2048", "--log", str(logs / "server.log")]
     with open(logs / "cli.log", "w") as err:
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, start_new_session=True
+            command,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+            # Beside the never-killed run: the server's threads never wait on a core the other run keeps busy.
+            preexec_fn=pinned(HALVES[0]),
         )
     env = _read_exports(process, START_S)
     if env is None:

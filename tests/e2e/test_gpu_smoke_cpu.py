@@ -30,9 +30,9 @@ CHECKS = (
 
 
 @pytest.mark.slow
-def test_every_check_passes_on_the_cpu_path(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, str(SCRIPT), "--cpu", "--problems", "2", "--out", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=900)  # fmt: skip
+def test_every_check_passes_on_the_cpu_path(beside) -> None:
+    """`tests/conftest.py`'s `beside` runs `gpu_smoke.py --cpu --problems 2`."""
+    result, out = beside.result("gpu-smoke-cpu"), beside.root / "gpu"
     verdicts = [line for line in result.stdout.splitlines() if line.split(" ")[0] in ("PASS", "FAIL", "SKIP")]
     assert [line.split(":")[0] for line in verdicts] == [f"PASS {c}" for c in CHECKS], (
         result.stdout + result.stderr[-3000:]
@@ -42,7 +42,7 @@ def test_every_check_passes_on_the_cpu_path(tmp_path: Path) -> None:
         "PASS optimizer: torch.optim.adamw.AdamW" in result.stdout
         and "PASS precision: CPU: fp32" in result.stdout
     )
-    assert (tmp_path / "models" / "GPU_SMOKE" / "manifest.json").is_file()
+    assert (out / "models" / "GPU_SMOKE" / "manifest.json").is_file()
 
 
 def test_without_a_gpu_it_refuses_and_says_why(tmp_path: Path) -> None:

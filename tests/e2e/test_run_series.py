@@ -328,10 +328,9 @@ def test_a_rerun_skips_finished_steps(smoke) -> None:
     assert refused.returncode == 1 and "k: 4 -> 2" in refused.stderr and "--force" in refused.stderr
 
 
-def test_smoke_gsm8k_stops_at_filtering_with_the_counts(tmp_path: Path) -> None:
-    run_dir = tmp_path / "gsm8k"
-    # 4 problems, 64 tokens: the test is about the stop and its counts, not the samples (200 tokens cost about 25 s more)
-    done = run_pipeline(run_dir, "smoke-gsm8k", "--to", "02", "-p", "n_train=4", "-p", "max_new_tokens=64")
+def test_smoke_gsm8k_stops_at_filtering_with_the_counts(beside) -> None:
+    """`tests/conftest.py`'s `beside` runs it: 4 problems, 64 tokens, to 02."""
+    run_dir, done = beside.root / "gsm8k", beside.result("smoke-gsm8k")
     samples = sampling.read_samples(run_dir / "samples" / "base_train.jsonl")
     assert len(samples) == 4 * 4
     if done.returncode == 0:  # the weak model found a correct sample: then the files must be consistent

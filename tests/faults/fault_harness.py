@@ -159,9 +159,10 @@ def run_until(
     overrides: list[str],
     act: Callable[[subprocess.Popen], None] | None = None,
     env: dict[str, str] | None = None,
+    cores: set[int] | None = None,
 ) -> Outcome:
-    """Run the pipeline up to `kill.step` (with `env` added to this environment); at the moment, `act` on it
-    (default: `stop`), then wait."""
+    """Run the pipeline up to `kill.step` (with `env` added to this environment, on `cores` when given); at the
+    moment, `act` on it (default: `stop`), then wait."""
     proc = subprocess.Popen(
         smoke_series.pipeline_command(run_dir, smoke_series.PROFILE, "--to", kill.step, *overrides),
         cwd=smoke_series.ROOT,
@@ -170,6 +171,7 @@ def run_until(
         text=True,
         start_new_session=True,
         env={**os.environ, **(env or {})},
+        preexec_fn=smoke_series.pinned(cores) if cores else None,
     )
     output: list[str] = []
     reader = threading.Thread(target=lambda: output.extend(proc.stdout), daemon=True)
@@ -198,9 +200,17 @@ def began(run_dir: Path, step: str, pid: int) -> bool:
     return holder.get("pid") == pid and str(holder.get("step")).startswith(f"{step}_")
 
 
-def finish(run_dir: Path, overrides: list[str], stop: str, env: dict[str, str] | None = None) -> str:
-    """Run the pipeline to the end of step `stop`; it must succeed."""
-    done = smoke_series.run_pipeline(run_dir, smoke_series.PROFILE, "--to", stop, *overrides, env=env)
+def finish(
+    run_dir: Path,
+    overrides: list[str],
+    stop: str,
+    env: dict[str, str] | None = None,
+    cores: set[int] | None = None,
+) -> str:
+    """Run the pipeline to the end of step `stop` (on `cores` when given); it must succeed."""
+    done = smoke_series.run_pipeline(
+        run_dir, smoke_series.PROFILE, "--to", stop, *overrides, env=env, cores=cores
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
 

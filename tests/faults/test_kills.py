@@ -1,7 +1,8 @@
 """Fault injection: the smoke series, steps 01-09, SIGKILLed at seeded moments (its whole process tree, or the
 pipeline alone), rerun, and checked: no row lost or doubled, no half-written file a reader would take for whole,
 and the finished run equal to the never-killed smoke run that `tests/e2e` reads (`tests/conftest.py`'s `smoke`):
-its samples, data sets and adapters. It runs as that run did, with the same judge server when one can run here;
+its samples, data sets and adapters. It runs beside that run, on the other half of the cores
+(`smoke_series.HALVES`: so both compute alike), as that run does, with the same judge server when one can run here;
 the judge's verdicts are checked whole and consistent, and only shown beside the smoke run's (a server batches
 requests as they come, so a verdict may differ between two runs).
 
@@ -43,6 +44,7 @@ SEED = 15
 # learns (its adapter must equal the smoke run's, which saves none).
 OVERRIDES = ["-p", "save_steps=1"]
 LAST = "09"
+CORES = smoke_series.HALVES[1]  # the never-killed run has the other half
 UNFIRED = 1  # planned kills that may find their step ended first (a checkpoint or a write can be quicker than a look)
 CFG = config.PROFILES[smoke_series.PROFILE]
 NAMES = [evaluation.BASE, *training.VARIANTS]  # the order 08 and 09 take them in
@@ -98,9 +100,8 @@ def cut_mid_draw(seen: dict[str, bytes], cut: dict[str, set[tuple[str, int]]]) -
 
 
 def test_kills_lose_nothing_and_the_rerun_ends_where_the_smoke_run_does(
-    smoke, local_judge, tmp_path: Path, record_property
+    beside, local_judge, tmp_path: Path, record_property
 ) -> None:
-    reference, _ = smoke
     run_dir = tmp_path / "killed"
     env = smoke_series.series_env(local_judge)  # the smoke run's: the same judge, when one runs here
     no_judge = local_judge if isinstance(local_judge, str) else None
@@ -112,19 +113,22 @@ def test_kills_lose_nothing_and_the_rerun_ends_where_the_smoke_run_does(
         if kill.skip:
             table.append((kill.step, kill.what, "skipped", math.nan))
             continue
-        outcome = run_until(run_dir, kill, OVERRIDES, env=env)
+        outcome = run_until(run_dir, kill, OVERRIDES, env=env, cores=CORES)
         if outcome.fired:
             check_run(run_dir, seen, n_rows)
             cut_mid_draw(seen, cut)
         else:
             assert outcome.returncode == 0, outcome.output[-3000:]
         table.append((kill.step, kill.what, "killed" if outcome.fired else "step ended first", outcome.into))
-    finish(run_dir, OVERRIDES, LAST, env)
+    finish(run_dir, OVERRIDES, LAST, env, CORES)
     check_run(run_dir, seen, n_rows)
     for name, n in n_rows.items():
         assert len(seen[name].splitlines()) == n, f"{name}: {len(seen[name].splitlines())} rows, not {n}"
     if not no_judge:
         check_verdicts(run_dir, NAMES)
+    done = beside.result("smoke")
+    assert done.returncode == 0, done.stdout + done.stderr
+    reference = beside.root / "smoke"
     verdicts = compare(run_dir, reference)
     report(table, verdicts, no_judge)
     record_property("kills", table)
