@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import smoke_series
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -81,8 +82,6 @@ def _release_run_locks() -> Iterator[None]:
 def local_judge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace | str]:
     """A running judge server (`.env` points the judge at it), or the reason none runs on this machine (the tests
     that need it skip with it; the series then runs without the judge)."""
-    import smoke_series
-
     yield from smoke_series.serve_judge(tmp_path_factory.mktemp("judge"))
 
 
@@ -100,12 +99,11 @@ def judge_env(local_judge, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def beside(tmp_path_factory: pytest.TempPathFactory, local_judge):
+def beside(tmp_path_factory: pytest.TempPathFactory, local_judge) -> smoke_series.Beside:
     """In the background, on its half of the cores (`smoke_series.HALVES`), one after another: the whole series on
     the smoke profile, never killed (08 asks the local judge server when one can run here), then the GSM8K smoke
     to its filtering stop and the GPU first run's CPU path. The fault plan runs its killed series beside them, on
     the other half."""
-    import smoke_series
     from smoke_series import Job, pipeline_command
 
     root = tmp_path_factory.mktemp("beside")

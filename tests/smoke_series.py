@@ -1,7 +1,7 @@
 """The smoke series that the end-to-end tests read and the fault plan kills: its command, the environment it runs
 in (the local judge server when one can run here, and fake secrets), and that server's start and stop.
 
-The fixtures built on it (`local_judge`, `judge_env`, `smoke`) are in `tests/conftest.py`, once per test session,
+The fixtures built on it (`local_judge`, `judge_env`, `beside`, `smoke`) are in `tests/conftest.py`, once per test session,
 so `tests/e2e` and `tests/faults` share one server and one never-killed run. That run and the fault plan's killed
 one go side by side, each pinned to its half of this machine's cores (`HALVES`): most of a series is one thread
 at a time (kernel starts, imports, small decode batches), so two at once on one core each take far less than two
@@ -142,8 +142,9 @@ def free_port() -> int:
 
 def serve_judge(logs: Path) -> Iterator[SimpleNamespace | str]:
     """`python -m helpers.judge_server` with the CPU model, started the way the README says (about 40 s on 2
-    cores), on the never-killed run's half of the cores: yields its environment (`SimpleNamespace(env=...)`), or the reason none runs on this machine; stops it
-    with SIGTERM after, which must take its engine processes with it."""
+    cores), on the never-killed run's half of the cores: yields its environment (`SimpleNamespace(env=...)`), or
+    the reason none runs on this machine; stops it with SIGTERM after, which must take its engine processes with
+    it."""
     from helpers import cpu_engine, models
 
     reason = cpu_engine.unavailable()
