@@ -207,7 +207,9 @@ GPU_SMOKE = dataclasses.replace(
 # The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
 # on 2 cores (the published run, docs/findings.md, with the engine as it was then: fp32, 32 sequences in flight,
 # an engine per model): 82 minutes for 01-08, 526k tokens sampled by the engine (and 6k by GRPO). The sampling
-# figures below are that run's; the engine now samples this workload 2-3 times faster where bf16 is native.
+# figures below are that run's. With today's engine (bf16, 128 in flight, one engine for 08 and one for 09), on 2
+# cores with AMX (2026-12-05): 37 minutes for 01-09 (01 138 s, 02 8, 03 71, 04 304, 05 521, 06 173, 07 211, 08 423,
+# 09 384), of which 17 are sampling: 751k tokens at 735 tok/s (train passes 846, test 744, 09's draws 638).
 # - Train: 128 problems x k=8, sampled three times (01 the base, 05 SFT_1, 07 the teacher: here the base again with
 #   another seed, as in the smoke), 59-88k tokens a pass at 177-248 tok/s: 5.6-7.6 minutes of sampling each. The
 #   base is right in 11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198
@@ -235,9 +237,8 @@ CPU_STUDY = dataclasses.replace(
     grpo_max_rows=32,
     grpo_max_completion_length=128,
     grpo_patience=4,
-    # 09 (an estimate; the published run predates it): 9 models x 16 problems x 32 samples, 4,608 completions of
-    # which 3,456 are drawn (08's 8 a problem reused), about 260k tokens: at the 623 tok/s the engine made at the
-    # study's workload in bf16 (bench/sampling.py, 2 cores with AMX), about 7-8 minutes; twice that in fp32.
+    # 09 (the published run predates it): 9 models x 16 problems x 32 samples, 4,608 completions of which 3,456 are
+    # drawn (08's 8 a problem reused): 228k tokens in 6 minutes in bf16 (2 cores with AMX); about twice that in fp32.
     large_k_n=32,
     large_k_problems=16,
 )
