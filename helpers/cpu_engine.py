@@ -43,8 +43,9 @@ ENV = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0
 # vLLM accepts only these LoRA ranks as an engine's maximum (vllm/config/lora.py, MaxLoRARanks).
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Sequences in flight (vLLM's max_num_seqs; the KV cache is sized to hold them). Measured on 2 cores with AMX
-# (bench/sampling.py, 2026-12-05), 512 toy completions of at most 128 tokens in one call, tokens counted to the
-# answer line: fp32 234 tok/s at 32 and 288 at 128, bf16 623 at 128; the wider batch is worth more than its cache.
+# (bench/sampling.py, 2026-12-05, two machines of that kind), 512 toy completions of at most 128 tokens in one call,
+# tokens counted to the answer line: fp32 234-268 tok/s at 32 and 288-369 at 128, bf16 623-865 at 128; the wider
+# batch is worth more than its cache.
 MAX_IN_FLIGHT = 128
 # Tokens of a prompt the KV cache is sized for, beside the completion's: a GSM8K question in the chat template is
 # 150-300 tokens (a longer one only means fewer sequences in flight).
