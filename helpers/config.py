@@ -77,10 +77,10 @@ SMOKE = RunConfig(
     # Token budget (measured on 2 cores with AMX, bf16, 2026-12-05): a toy completion averages 65-85 tokens (counted
     # to the answer line) and some ramble on to max_new_tokens, so a batch takes max_new_tokens decode steps however
     # few it holds. 96, not the study's 128: a quarter fewer decode steps, and of the 31 samples the smoke's SFT
-    # sets held at 128, 28 took at most 96 tokens. The series samples train three times (01, 05, the teacher in 07) and test once
-    # per variant (08: 9 models x 4 problems x 4, from one engine that takes each variant's weights in about 1.4 s):
-    # sized so that `make test`, which runs the whole series twice (once killed at 10 moments), stays near 20
-    # minutes.
+    # sets held at 128, 28 took at most 96 tokens. The series samples train three times (01, 05, the teacher in 07)
+    # and test once per variant (08: 9 models x 4 problems x 4, from one engine that takes each variant's weights in
+    # about 1.4 s): sized so that `make test`, which runs the whole series twice (once killed at 10 moments), stays
+    # near 20 minutes.
     n_train=16,
     n_test=4,
     easiest_first=False,

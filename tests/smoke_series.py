@@ -88,15 +88,7 @@ class Beside:
     def _run(self) -> None:
         for name, job in self.jobs.items():
             try:
-                self.results[name] = subprocess.run(
-                    job.command,
-                    capture_output=True,
-                    text=True,
-                    cwd=ROOT,
-                    timeout=job.timeout,
-                    env={**os.environ, **job.env},
-                    preexec_fn=pinned(self.cores),
-                )
+                self.results[name] = run(job.command, job.env, self.cores, job.timeout)
             except BaseException as err:  # a time-out, said by the test that waits for it
                 self.results[name] = err
             self.done[name].set()
@@ -110,19 +102,36 @@ class Beside:
         return result
 
 
+def never_killed(beside: Beside) -> tuple[Path, subprocess.CompletedProcess]:
+    """The never-killed series that `beside` runs, once it has ended well: its run directory and its output."""
+    done = beside.result("smoke")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return beside.root / "smoke", done
+
+
+def run(
+    command: list[str],
+    env: dict[str, str] | None = None,
+    cores: set[int] | None = None,
+    timeout: float = SERIES_S,
+) -> subprocess.CompletedProcess:
+    """`command` from the repository root, with `env` added to this environment, on `cores` when given."""
+    return subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        preexec_fn=pinned(cores) if cores else None,
+    )
+
+
 def run_pipeline(
     run_dir: Path, profile: str, *extra: str, env: dict[str, str] | None = None, cores: set[int] | None = None
 ) -> subprocess.CompletedProcess:
     """The pipeline to its end (or `--to`), on `cores` when given."""
-    return subprocess.run(
-        pipeline_command(run_dir, profile, *extra),
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=SERIES_S,
-        env={**os.environ, **(env or {})},
-        preexec_fn=pinned(cores) if cores else None,
-    )
+    return run(pipeline_command(run_dir, profile, *extra), env, cores)
 
 
 def series_env(local_judge: SimpleNamespace | str) -> dict[str, str]:
