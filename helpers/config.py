@@ -52,17 +52,22 @@ class RunConfig:
     batch_size: int  # rows per micro-batch (GRPO: completions, so a multiple of k)
     grad_accum: int
     warmup_ratio: float
-    logging_steps: int  # also GRPO's early-stopping window
+    logging_steps: int
     save_steps: int  # checkpoint every this many optimizer steps (0: never); a rerun resumes from the last
     sft_lr: float
     sft_epochs: float
     orpo_lr: float
     orpo_beta: float
     orpo_epochs: float
+    # GRPO and GRPO_filtered (notebook 06): k completions per prompt, `grpo_prompts_per_step` prompts a step, stopped
+    # by the plateau rule (`plateau`) on windows of `grpo_window` prompts
     grpo_lr: float
     grpo_max_rows: int | None  # training problems GRPO may consume (None: all), before early stopping
     grpo_max_completion_length: int
-    grpo_patience: int  # logging windows without a higher mean reward before GRPO stops
+    grpo_prompts_per_step: int
+    grpo_window: int  # prompts per window of the plateau rule
+    grpo_patience: int  # windows in a row that do not rise beyond the noise before GRPO stops
+    grpo_min_prompts: int  # prompts before the plateau rule may stop GRPO
     # pass@k to large k (notebook 09): the base and every variant sampled large_k_n times on a seeded subset of
     # large_k_problems test problems (None, or more than there are: all of them), with 08's engine, prompt and
     # temperature
@@ -78,7 +83,7 @@ SMOKE = RunConfig(
     # to the answer line) and some ramble on to max_new_tokens, so a batch takes max_new_tokens decode steps however
     # few it holds. 96, not the study's 128: a quarter fewer decode steps, and of the 31 samples the smoke's SFT
     # sets held at 128, 28 took at most 96 tokens. The series samples train three times (01, 05, the teacher in 07)
-    # and test once per variant (08: 9 models x 4 problems x 4, from one engine that takes each variant's weights in
+    # and test once per variant (08: 10 models x 4 problems x 4, from one engine that takes each variant's weights in
     # about 1.4 s): sized so that `make test`, which runs the whole series twice (once killed at 10 moments), stays
     # near 20 minutes.
     n_train=16,
@@ -116,8 +121,11 @@ SMOKE = RunConfig(
     grpo_lr=5e-6,
     grpo_max_rows=2,
     grpo_max_completion_length=96,
+    grpo_prompts_per_step=1,
+    grpo_window=1,  # windows of one prompt have no spread to measure: the smoke never stops early (2 prompts)
     grpo_patience=3,
-    # 09: 9 models x 2 problems x 16 samples, 288 completions of which 08's 72 are reused (216 drawn, about 16k
+    grpo_min_prompts=2,
+    # 09: 10 models x 2 problems x 16 samples, 320 completions of which 08's 80 are reused (240 drawn, about 18k
     # tokens: 7-10 s a model from one engine on 2 cores). Enough to draw every curve and table to k=16, not to
     # decide anything.
     large_k_n=16,
@@ -146,9 +154,11 @@ FULL = RunConfig(
     load_in_4bit=False,
     max_seq_length=1024,
     # Unsloth's notebooks for Llama 3.x: LoRA r=16, alpha=16, SFT lr 2e-4, GRPO lr 5e-6, warm-up 10 %. One epoch
-    # of SFT/ORPO data; GRPO may see every training problem once (one prompt x 8 completions per step) but stops
-    # when the mean reward of 10-step windows has not risen for 30 windows (the original study's reward flattened
-    # near 3k rows).
+    # of SFT/ORPO data; GRPO may see every training problem once (one prompt x 8 completions per step, as the
+    # original study) and stops by the plateau rule (`plateau`): windows of 100 prompts (the mean of 100 groups:
+    # a standard error near 0.05 on a total reward of 0-2), no stop before 1,000 prompts, and 5 windows (500
+    # prompts) without a rise beyond the noise. The original study's reward flattened near 3k prompts; these
+    # sizes are an estimate, not yet measured on a GPU.
     lora_r=16,
     lora_alpha=16,
     batch_size=8,
@@ -164,10 +174,13 @@ FULL = RunConfig(
     grpo_lr=5e-6,
     grpo_max_rows=None,
     grpo_max_completion_length=512,
-    grpo_patience=30,
-    # 09, as Yue et al. (2025) measure it: 256 samples on 200 test problems for the base and the 8 variants,
-    # 9 x 200 x 256 = 460,800 completions (08's 8 a problem reused: 446,400 drawn). An estimate, not yet measured:
-    # at about 200 tokens a completion (512 at most) that is about 90M tokens; a 1B model in vLLM with hundreds
+    grpo_prompts_per_step=1,
+    grpo_window=100,
+    grpo_patience=5,
+    grpo_min_prompts=1000,
+    # 09, as Yue et al. (2025) measure it: 256 samples on 200 test problems for the base and the 9 variants,
+    # 10 x 200 x 256 = 512,000 completions (08's 8 a problem reused: 496,000 drawn). An estimate, not yet measured:
+    # at about 200 tokens a completion (512 at most) that is about 100M tokens; a 1B model in vLLM with hundreds
     # of requests in flight makes some 15-30k tok/s on an H100 (LoRA requests slower), so about 1-2 GPU hours
     # there, 3-4 on an A100 and 10+ on a T4 (the colab-t4 profile samples 64 on 50). Halve large_k_problems to
     # halve it; the intervals widen by ~1.4x.
@@ -177,9 +190,9 @@ FULL = RunConfig(
 
 # The first GPU run: the whole series with the original study's model on the toy set, a few problems and a few
 # steps, to learn in minutes whether the GPU path works. Budget (an estimate, not yet measured on a GPU): samples of
-# 16 train problems x 4 three times (01, 05, and the 3B teacher in 07) and 16 test x 4 for 9 models (08), about
-# 770 completions of at most 256 tokens, about 130k tokens; SFT/ORPO 2-8 steps each, GRPO 4 steps of 2 prompts x 4
-# completions. Most of the time is starting vLLM (5 engines: 01, 05, 06, 07, 08) and loading the models (the 3B
+# 16 train problems x 4 three times (01, 05, and the 3B teacher in 07) and 16 test x 4 for 10 models (08), about
+# 830 completions of at most 256 tokens, about 140k tokens; SFT/ORPO 2-8 steps each, GRPO and GRPO_filtered 4
+# steps each of 2 prompts x 4 completions (fewer for GRPO_filtered if fewer than 8 problems qualify). Most of the time is starting vLLM (5 engines: 01, 05, 06, 07, 08) and loading the models (the 3B
 # teacher downloads 6.4 GB once): about 12-15 minutes on a T4 or an H100.
 GPU_SMOKE = dataclasses.replace(
     FULL,
@@ -199,7 +212,10 @@ GPU_SMOKE = dataclasses.replace(
     orpo_lr=5e-5,
     grpo_max_rows=8,
     grpo_max_completion_length=256,
+    grpo_prompts_per_step=2,
+    grpo_window=2,
     grpo_patience=3,
+    grpo_min_prompts=8,  # the whole budget: the first GPU run checks the path, not the rule
     large_k_n=16,  # 09: 9 x 8 x 16 = 1,152 toy completions, about 100k tokens: a minute on a GPU
     large_k_problems=8,
 )
@@ -214,17 +230,23 @@ GPU_SMOKE = dataclasses.replace(
 #   another seed, as in the smoke), 59-88k tokens a pass at 177-248 tok/s: 5.6-7.6 minutes of sampling each. The
 #   base is right in 11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198
 #   and 262 in round 2. Hundreds of SFT rows from the base itself would need 300+ problems, three more such passes.
-# - Training: SFT 0.4-1 s a row (1-2.5 minutes a variant), ORPO about 2.7 s a pair (9-11 minutes); GRPO 1 prompt x 8
-#   completions a step (about 20 s), stopped when the mean reward of 2-step windows has not risen for 4 windows
-#   (at step 8 in the published run: no window beat the first step's, one prompt; such windows are noise), 32
-#   prompts at most.
-# - Test: 64 problems x k=8 for 9 models, 294k tokens, 28 minutes: paired intervals of about +-0.06 on pass@1,
-#   +-0.09 on maj_half@8 and +-0.13 on pass@8 (median half-widths; +-0.14 at the widest).
+# - Training: SFT 0.4-1 s a row (1-2.5 minutes a variant), ORPO about 2.7 s a pair (9-11 minutes).
+# - GRPO and GRPO_filtered: 4 prompts x 8 completions a step, lr 2e-4, 64 prompts at most (GRPO_filtered has the
+#   problems the base solves sometimes: 62 of the 128 in the bf16 run of 2026-12-05). Measured on 2 cores with AMX
+#   (2026-12-06), the rule switched off: 61-70 s a step (about 2 s a completion: the backward pass over 32
+#   completions of up to 128 tokens in fp32, not the sampling, sets it), so about 17 minutes an arm. In that run
+#   the format reward's mean went 0.06, 0.16, 0.06, 0.25, 0.25, 0.28 over the first 6 steps (24 prompts) while
+#   correctness stayed near 0.1. The issue's first measurement (1 prompt a step, lr 2e-5, 40 prompts) moved format
+#   from 0.08 to 0.16: too little to call training. The plateau rule reads windows of 8 prompts (2 steps; a
+#   standard error near 0.1 on the total), stops after 3 windows without a rise beyond 2 standard errors, and not
+#   before 32 prompts. The published run before this rule stopped GRPO after 8 prompts on windows of 1-2 prompts.
+# - Test: 96 problems x k=8 for 10 models (64 in the published run before this one gave +-0.14 on pass@8 at the
+#   widest; 96 aims at +-0.12).
 CPU_STUDY = dataclasses.replace(
     SMOKE,
     profile="cpu-study",
     n_train=128,
-    n_test=64,
+    n_test=96,
     k=8,
     max_new_tokens=128,
     teacher_max_new_tokens=128,
@@ -233,10 +255,13 @@ CPU_STUDY = dataclasses.replace(
     logging_steps=2,
     save_steps=10,
     orpo_epochs=1.0,
-    grpo_lr=2e-5,
-    grpo_max_rows=32,
+    grpo_lr=2e-4,
+    grpo_max_rows=64,
     grpo_max_completion_length=128,
-    grpo_patience=4,
+    grpo_prompts_per_step=4,
+    grpo_window=8,
+    grpo_patience=3,
+    grpo_min_prompts=32,
     # 09 (the published run predates it): 9 models x 16 problems x 32 samples, 4,608 completions of which 3,456 are
     # drawn (08's 8 a problem reused): 228k tokens in 6 minutes in bf16 (2 cores with AMX); about twice that in fp32.
     large_k_n=32,
@@ -319,7 +344,10 @@ def _check(cfg: RunConfig) -> None:
         "grad_accum",
         "logging_steps",
         "grpo_max_completion_length",
+        "grpo_prompts_per_step",
+        "grpo_window",
         "grpo_patience",
+        "grpo_min_prompts",
         "large_k_n",
     )
     positive += ("sft_lr", "sft_epochs", "orpo_lr", "orpo_beta", "orpo_epochs", "grpo_lr")
@@ -330,11 +358,6 @@ def _check(cfg: RunConfig) -> None:
         problems.append(
             f"save_steps={cfg.save_steps}, warmup_ratio={cfg.warmup_ratio} (need >= 0, 0 <= r < 1)"
         )
-    if cfg.k > 0 and (cfg.batch_size * cfg.grad_accum) % cfg.k:
-        problems.append(
-            f"batch_size x grad_accum = {cfg.batch_size * cfg.grad_accum} (GRPO's batch counts completions: it "
-            f"must be a multiple of k={cfg.k})"
-        )
     if cfg.large_k_n < cfg.k:
         problems.append(
             f"large_k_n={cfg.large_k_n} < k={cfg.k} (09 samples past the evaluation's k: give k or more)"
@@ -344,12 +367,6 @@ def _check(cfg: RunConfig) -> None:
             problems.append(f"{name}={getattr(cfg, name)} (must be >= 1, or None for all)")
         if getattr(cfg, name) is None and cfg.dataset == "arithmetic" and name in ("n_train", "n_test"):
             problems.append(f"{name}=None (the generated toy set has no 'all': give a number)")
-    grpo_rows = min(n for n in (cfg.n_train, cfg.grpo_max_rows, 10**9) if n is not None)
-    if cfg.k > 0 and 0 < grpo_rows * cfg.k < cfg.batch_size:
-        problems.append(
-            f"GRPO's {grpo_rows} prompt(s) x k={cfg.k} completions < batch_size={cfg.batch_size} (no GRPO step "
-            f"would run: raise grpo_max_rows or n_train to {-(-cfg.batch_size // cfg.k)}, or lower batch_size)"
-        )
     if cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
         problems.append(f"temperature={cfg.temperature}, top_p={cfg.top_p} (need T >= 0, 0 < top_p <= 1)")
     if problems:

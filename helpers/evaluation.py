@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from helpers import agreement, config, cpu_engine, judge, metrics, models, report, sampling, training
+from helpers import agreement, config, cpu_engine, judge, metrics, models, plateau, report, sampling, training
 from helpers.files import BadInput, atomic_write_text, write_jsonl
 from helpers.report import markdown_table
 from helpers.runs import Run
@@ -249,13 +250,13 @@ def _lookup(
 # The verdict rules, one place for every claim. A claim that a quantity lies above a threshold *holds* when its
 # whole 95 % interval lies above it, *does not hold* when the whole interval lies below it, and is *inconclusive*
 # otherwise (a claim that it lies below swaps the first two). A claim resting on several intervals holds when
-# every one holds and does not hold when any one does not. A claim resting on GRPO is inconclusive when GRPO did
-# not train (`grpo_did_not_train`).
+# every one holds and does not hold when any one does not. A claim resting on a GRPO arm says "<arm> did not train"
+# instead when that arm did not (`plateau.did_not_train`).
 HOLDS, FAILS = "holds", "does not hold"
 VERDICT_RULE = (
     "A claim *holds* when the whole 95 % interval lies on its side of the threshold, *does not hold* when it lies "
-    "on the other side, and is *inconclusive* otherwise, or when it rests on an arm that did not train "
-    "(`helpers/evaluation.py`)."
+    "on the other side, and is *inconclusive* otherwise; a claim resting on a GRPO arm whose reward never rose "
+    "beyond its noise says that the arm *did not train* (`helpers/evaluation.py`, `helpers/plateau.py`)."
 )
 
 
@@ -287,13 +288,14 @@ def claims(
     graded: pd.DataFrame,
     rounds: tuple[pd.DataFrame, pd.DataFrame] | None,
     k: int,
-    grpo_history: pd.DataFrame | None = None,
+    arms: dict[str, GrpoArm] | None = None,
     ranked: pd.DataFrame | None = None,
     n_boot: int = 1000,
 ) -> list[Claim]:
-    """The original study's claims, each judged from this run's intervals (95 % paired bootstrap over problems) by
-    the verdict rules above. `grpo_history`: GRPO's log, as `grpo_history` reads it (claim 6, and with its manifest's
-    compute record the did-not-train rule: `grpo_did_not_train`); `ranked`: `efficiency` (claim 7)."""
+    """The original study's claims and the series' own (8), each judged from this run's intervals (95 % paired
+    bootstrap over problems) by the verdict rules above. `arms`: the GRPO arms trained, as `grpo_arms` reads them
+    (claims 6 and 8, and the did-not-train rule: `plateau.did_not_train`); `ranked`: `efficiency` (claims 7, 8)."""
+    arms = arms or {}
     found = []
     gains = _lookup(paired_table, f"pass@{k}", "lenient")
     text = (
@@ -328,80 +330,106 @@ def claims(
     found.append(_grpo_claim(graded))
     found.append(_rounds_claim(rounds))
     found += [_source_claim(graded, source, k, n_boot) for source in SOURCES]
-    found.append(_sparsity_claim(grpo_history, n_boot))
+    found.append(_sparsity_claim(arms.get("GRPO"), n_boot))
     found.append(_efficiency_claim(graded, ranked, n_boot))
-    reason = (
-        None if grpo_history is None else grpo_did_not_train(grpo_history, grpo_history.attrs.get("compute"))
-    )
-    return found if reason is None else mark_untrained(found, reason)
+    found.append(_filtered_claim(graded, ranked, arms, n_boot))
+    return mark_untrained(found, untrained(arms))
 
 
-# The claims whose verdict speaks for GRPO: they say nothing when GRPO did not train.
-GRPO_CLAIMS = ("3.", "6.", "7.")
-UNTRAINED = "inconclusive: GRPO did not train"
+GRPO_ARMS = ("GRPO", "GRPO_filtered")
+# The GRPO arms each claim's verdict speaks for: it says nothing about an arm that did not train.
+RESTS_ON = {"3.": ("GRPO",), "6.": ("GRPO",), "7.": ("GRPO",), "8.": GRPO_ARMS}
+# A verdict naming the arms that did not train, and why: "GRPO did not train (<why>)".
+UNTRAINED = re.compile(r"^(?P<arms>\S+(?: and \S+)*) did not train \((?P<why>.*)\)$")
 
 
-def grpo_did_not_train(history: pd.DataFrame, compute: dict | None) -> str | None:
-    """Why GRPO did not train, from its log and its manifest's compute record, or None when it did (or when they
-    cannot tell: no record, no logged reward).
+@dataclass(frozen=True)
+class GrpoArm:
+    """A trained GRPO arm's record: its training log, its groups (`plateau`) and its manifest's compute."""
 
-    The rule: GRPO did not train when its plateau rule stopped it (`stopped_early_at_step` is set) and no logged
-    window after the first had a higher mean reward than the first. The rule stops GRPO once the reward has not
-    risen for `grpo_patience` windows, so this is the case where it never rose at all: every update was judged no
-    better than the untrained model's first window, and the variant saved is the base moved by a few noisy steps.
-    A GRPO that used its whole budget of prompts, or whose reward rose once, trained, whatever its result.
-    """
-    if not compute or compute.get("stopped_early_at_step") is None or "reward" not in history:
-        return None
-    rewards = history["reward"].dropna().to_numpy(dtype=float)
-    if rewards.size == 0 or (rewards[1:] > rewards[0]).any():
-        return None
-    used, available = compute.get("rows_consumed"), compute.get("rows_available")
-    stopped = (
-        f"stopped by its plateau rule after {used} of {available} prompts"
-        if used is not None and available is not None
-        else f"stopped by its plateau rule at step {compute['stopped_early_at_step']}"
-    )
-    return f"{stopped}; its mean reward never rose above its first logged window's"
+    name: str
+    history: pd.DataFrame
+    groups: pd.DataFrame
+    compute: dict[str, Any]
 
 
-def mark_untrained(found: list[Claim] | pd.DataFrame, reason: str) -> list[Claim]:
-    """`found` with the verdict of each claim resting on GRPO (`GRPO_CLAIMS`) made "inconclusive: GRPO did not
-    train (<reason>)", the verdict its numbers alone give kept at the head of its evidence; a claim not tested, or
-    marked already, is left as it is (marking twice changes nothing)."""
+def grpo_arms(run: Run) -> dict[str, GrpoArm]:
+    """The GRPO arms trained in `run` (notebook 06), by name: `models/<arm>/` log, groups and compute record."""
+    found = {}
+    for name in GRPO_ARMS:
+        path = run.root / "models" / name
+        if (path / training.HISTORY).is_file() and (path / training.GROUPS).is_file():
+            compute = models.read_manifest(path).get("compute", {})
+            history, groups = pd.read_csv(path / training.HISTORY), pd.read_csv(path / training.GROUPS)
+            found[name] = GrpoArm(name, history, groups, compute)
+    return found
+
+
+def untrained(arms: dict[str, GrpoArm]) -> dict[str, str]:
+    """The arms that did not train, with why (`plateau.did_not_train`)."""
+    reasons = {name: plateau.did_not_train(arm.compute) for name, arm in arms.items()}
+    return {name: why for name, why in reasons.items() if why is not None}
+
+
+def did_not_train(reasons: dict[str, str]) -> str:
+    """The verdict for a claim resting on the arms in `reasons`, which did not train (`UNTRAINED`'s shape)."""
+    if len(reasons) == 1:
+        ((name, why),) = reasons.items()
+        return f"{name} did not train ({why})"
+    return f"{' and '.join(reasons)} did not train ({'; '.join(f'{n}: {w}' for n, w in reasons.items())})"
+
+
+def mark_untrained(found: list[Claim] | pd.DataFrame, reasons: dict[str, str]) -> list[Claim]:
+    """`found` with the verdict of each claim resting on an arm in `reasons` (`RESTS_ON`) made "<arm> did not train
+    (<why>)", the verdict its numbers alone give kept at the head of its evidence; a claim not tested, or saying
+    already that an arm did not train, is left as it is (marking twice changes nothing)."""
     marked = []
     for claim in claims_list(found):
-        rests_on_grpo = report.label(claim.claim) in GRPO_CLAIMS
-        if rests_on_grpo and not claim.verdict.startswith((UNTRAINED, "not tested")):
+        on = {n: w for n, w in reasons.items() if n in RESTS_ON.get(report.label(claim.claim), ())}
+        if on and not claim.verdict.startswith("not tested") and not UNTRAINED.match(claim.verdict):
             claim = Claim(
-                claim.claim,
-                f"{UNTRAINED} ({reason})",
-                f"the numbers alone: {claim.verdict}; {claim.evidence}",
+                claim.claim, did_not_train(on), f"the numbers alone: {claim.verdict}; {claim.evidence}"
             )
         marked.append(claim)
     return marked
 
 
+def _format_rates(graded: pd.DataFrame, variant: str) -> pd.Series:
+    """Per problem, the share of `variant`'s samples with a `####` line."""
+    return graded[graded["variant"] == variant].groupby("problem_id")["has_format"].mean()
+
+
 def _grpo_claim(graded: pd.DataFrame) -> Claim:
-    """Needs a strict gain first (interval above 0), then asks whether the lenient gain is smaller."""
+    """Needs GRPO to raise the format rate first (else it did not train as the claim assumes), then a strict gain
+    (interval above 0), then asks whether the lenient gain is smaller; both gains are measured with intervals."""
     claim = "3. GRPO's gain under the strict checker shrinks under the lenient one (pass@1)"
     if "GRPO" not in set(graded["variant"]):
         return Claim(claim, "not tested (GRPO not trained)", "-")
-    gain = {}
+    base_format = _format_rates(graded, BASE)
+    grpo_format = _format_rates(graded, "GRPO")
+    raised = metrics.paired_bootstrap_diff(grpo_format, base_format.loc[grpo_format.index])
+    raised_text = f"GRPO minus base, format rate {report.format_interval(*raised, signed=True)}"
+    if verdict(*raised[1:]) != HOLDS:
+        why = f"its format rate on the test problems is not above the base's: {raised_text}"
+        return Claim(claim, f"GRPO did not train ({why})", raised_text)
+    gain, found = {}, {}
     for checker in ("strict", "lenient"):
         grpo = metrics.per_problem_scores(graded[graded["variant"] == "GRPO"], checker)["pass@1"]
         base = metrics.per_problem_scores(graded[graded["variant"] == BASE], checker)["pass@1"]
         gain[checker] = (grpo - base.loc[grpo.index]).to_numpy()
-    strict, strict_lo, strict_hi = metrics.paired_bootstrap_diff(
-        gain["strict"], np.zeros_like(gain["strict"])
-    )
+        found[checker] = metrics.paired_bootstrap_diff(gain[checker], np.zeros_like(gain[checker]))
     diff, low, high = metrics.paired_bootstrap_diff(gain["strict"], gain["lenient"])
-    evidence = (
-        f"GRPO minus base, pass@1 strict {report.format_interval(strict, strict_lo, strict_hi, signed=True)}; "
-        f"GRPO minus base, pass@1 lenient: {report.format_number(gain['lenient'].mean(), signed=True)}; "
-        f"strict gain minus lenient gain {report.format_interval(diff, low, high, signed=True)}"
+    evidence = "; ".join(
+        [
+            raised_text,
+            *(
+                f"GRPO minus base, pass@1 {c} {report.format_interval(*f, signed=True)}"
+                for c, f in found.items()
+            ),
+            f"strict gain minus lenient gain {report.format_interval(diff, low, high, signed=True)}",
+        ]
     )
-    strict_gain = verdict(strict_lo, strict_hi)
+    strict_gain = verdict(*found["strict"][1:])
     if strict_gain == FAILS:
         return Claim(claim, "does not hold (GRPO is worse than the base under the strict checker)", evidence)
     unsure = (
@@ -478,21 +506,25 @@ def reward_sparsity(history: pd.DataFrame, n_boot: int = 1000) -> dict[str, floa
     }
 
 
-def _sparsity_claim(history: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
+def _sparsity_claim(arm: GrpoArm | None, n_boot: int = 1000) -> Claim:
+    """On the total reward, from GRPO's log; the correctness reward alone, from its groups, as evidence."""
     claim = (
         '6. "GRPO\'s reward is sparse": most groups of k completions carry no learning signal (share of groups '
         "with zero reward spread above 0.5)"
     )
-    if history is None:
+    if arm is None:
         return Claim(claim, "not tested (GRPO not trained)", "-")
     try:
-        found = reward_sparsity(history, n_boot)
+        found = reward_sparsity(arm.history, n_boot)
     except ValueError as err:
         return Claim(claim, "not tested (no reward spread in GRPO's log)", str(err))
     bound = "" if found["exact"] else "at least "
     share = report.format_interval(found["zero_spread_share"], found["lo"], found["hi"])
+    alone = plateau.zero_spread_share(arm.groups, "correctness_reward_zero_spread", n_boot, metrics.BOOT_SEED)
     evidence = (
         f"share of groups with zero reward spread {share} (on the total reward, format included); "
+        f"of the correctness reward alone {report.format_interval(alone['share'], alone['lo'], alone['hi'])} "
+        f"({alone['groups']} groups); "
         f"optimizer steps in which no group carried a signal: {bound}{found['steps_without_signal']} of "
         f"{found['steps']}"
     )
@@ -536,45 +568,82 @@ def efficiency(
     return table.sort_values(["gain measured", "gain per M tokens", f"{metric} gain"], ascending=False)
 
 
-def _efficiency_claim(graded: pd.DataFrame, ranked: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
-    """SFT_teacher's gain per token against GRPO's, from `efficiency`'s table. Only a measured gain (interval above
-    0) is divided by its cost: without one, the claim does not hold when GRPO has one and is inconclusive
-    otherwise. With one, each problem's gain over the base is divided by the variant's total tokens and the two
-    are paired over problems."""
-    claim = (
-        "7. Gains per unit of compute: SFT on a teacher's verified answers gains more per token than GRPO "
-        "(pass@1, lenient)"
-    )
-    if ranked is None or not {"SFT_teacher", "GRPO"} <= set(graded["variant"]) & set(ranked.index):
-        return Claim(claim, "not tested (SFT_teacher or GRPO not trained)", "-")
+def _per_token(
+    graded: pd.DataFrame, ranked: pd.DataFrame, first: str, second: str, n_boot: int = 1000
+) -> tuple[str, str]:
+    """The verdict on "`first` gains more pass@1 per token than `second`" and its evidence, from `efficiency`'s
+    table. Only a measured gain (interval above 0) is divided by its cost: without one for `first`, the verdict is
+    "does not hold" when `second` has one and inconclusive otherwise. With one, each problem's gain over the base
+    is divided by the variant's total tokens and the two are paired over problems."""
     evidence = "; ".join(
         f"{v} pass@1 gain per million tokens "
         f"{report.format_interval(r['gain per M tokens'], r['per M lo'], r['per M hi'], signed=True)}"
         if r["gain measured"]
         else f"{v} pass@1 gain (none measured, not ranked) "
         f"{report.format_interval(r['pass@1 gain'], r['lo'], r['hi'], signed=True)}"
-        for v, r in ranked.iterrows()
+        for v, r in ranked.loc[[first, second]].iterrows()
     )
-    if not ranked.loc["SFT_teacher", "gain measured"]:
+    if not ranked.loc[first, "gain measured"]:
         found = (
-            FAILS
-            if ranked.loc["GRPO", "gain measured"]
-            else "inconclusive (no measured gain for SFT_teacher)"
+            FAILS if ranked.loc[second, "gain measured"] else f"inconclusive (no measured gain for {first})"
         )
-        return Claim(claim, found, evidence)
+        return found, evidence
     base = metrics.per_problem_scores(graded[graded["variant"] == BASE], "lenient")["pass@1"]
     per_token = {}
-    for variant in ("SFT_teacher", "GRPO"):
+    for variant in (first, second):
         scores = metrics.per_problem_scores(graded[graded["variant"] == variant], "lenient")["pass@1"]
         tokens = max(float(ranked.loc[variant, "total_tokens"]), 1.0)
         per_token[variant] = (scores - base.loc[scores.index]) * 1e6 / tokens
-    teacher = per_token["SFT_teacher"]
-    diff, low, high = metrics.paired_bootstrap_diff(teacher, per_token["GRPO"].loc[teacher.index], n_boot)
+    ahead = per_token[first]
+    diff, low, high = metrics.paired_bootstrap_diff(ahead, per_token[second].loc[ahead.index], n_boot)
     evidence += (
-        "; SFT_teacher minus GRPO, pass@1 gain per million tokens "
+        f"; {first} minus {second}, pass@1 gain per million tokens "
         f"{report.format_interval(diff, low, high, signed=True)}"
     )
-    return Claim(claim, verdict(low, high), evidence)
+    return verdict(low, high), evidence
+
+
+def _efficiency_claim(graded: pd.DataFrame, ranked: pd.DataFrame | None, n_boot: int = 1000) -> Claim:
+    """SFT_teacher's gain per token against GRPO's (`_per_token`)."""
+    claim = (
+        "7. Gains per unit of compute: SFT on a teacher's verified answers gains more per token than GRPO "
+        "(pass@1, lenient)"
+    )
+    if ranked is None or not {"SFT_teacher", "GRPO"} <= set(graded["variant"]) & set(ranked.index):
+        return Claim(claim, "not tested (SFT_teacher or GRPO not trained)", "-")
+    return Claim(claim, *_per_token(graded, ranked, "SFT_teacher", "GRPO", n_boot))
+
+
+def _filtered_claim(
+    graded: pd.DataFrame, ranked: pd.DataFrame | None, arms: dict[str, GrpoArm], n_boot: int = 1000
+) -> Claim:
+    """GRPO_filtered against GRPO: fewer groups with zero spread (on the total reward, each arm's groups
+    resampled apart: they trained on different prompts), and more pass@1 gain per token (`_per_token`, paired over
+    test problems). Holds when both hold."""
+    claim = (
+        "8. GRPO on the problems the base solves sometimes (GRPO_filtered) gets more signal than GRPO: fewer groups "
+        "with zero reward spread, and more pass@1 gain per token (lenient)"
+    )
+    present = set(graded["variant"]) & set(arms) & (set(ranked.index) if ranked is not None else set())
+    if ranked is None or not set(GRPO_ARMS) <= present:
+        return Claim(claim, f"not tested ({' or '.join(GRPO_ARMS)} not trained)", "-")
+    shares = {
+        n: plateau.zero_spread_share(arms[n].groups, n_boot=n_boot, seed=metrics.BOOT_SEED) for n in GRPO_ARMS
+    }
+    diff, low, high = plateau.share_difference(
+        arms["GRPO_filtered"].groups, arms["GRPO"].groups, n_boot, metrics.BOOT_SEED
+    )
+    sparse = "; ".join(
+        f"{n}, share of groups with zero reward spread {report.format_interval(f['share'], f['lo'], f['hi'])} "
+        f"({f['groups']} groups)"
+        for n, f in shares.items()
+    )
+    sparse += f"; GRPO_filtered minus GRPO, zero-spread share {report.format_interval(diff, low, high, signed=True)}"
+    fewer = below(verdict(low, high))
+    per_token, evidence = _per_token(graded, ranked, "GRPO_filtered", "GRPO", n_boot)
+    return Claim(
+        claim, joint([fewer, per_token], "inconclusive (an interval includes 0)"), f"{sparse}; {evidence}"
+    )
 
 
 def claims_frame(found: list[Claim] | pd.DataFrame) -> pd.DataFrame:
@@ -706,18 +775,6 @@ def write_report(
         "```",
     ]
     return atomic_write_text(run.root / "REPORT.md", "\n".join(parts) + "\n")
-
-
-def grpo_history(run: Run) -> pd.DataFrame | None:
-    """GRPO's training log (`models/GRPO/log_history.csv`) with its manifest's compute record in
-    `.attrs["compute"]` (rows consumed, where the plateau rule stopped it: `grpo_did_not_train` reads both), or
-    None before notebook 06 ran."""
-    path = run.root / "models" / "GRPO" / training.HISTORY
-    if not path.is_file():
-        return None
-    history = pd.read_csv(path)
-    history.attrs["compute"] = models.read_manifest(path.parent).get("compute", {})
-    return history
 
 
 def training_rounds(run: Run) -> tuple[pd.DataFrame, pd.DataFrame] | None:

@@ -126,6 +126,14 @@ def filter_stats(graded: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("checker")
 
 
+def pass_rates(graded: pd.DataFrame, checker: str) -> pd.DataFrame:
+    """One row per problem: its samples `n`, the right ones `c` under `checker`, and whether the model solves it
+    *sometimes* (0 < c < n: its GRPO group would have reward spread, open-r1's pass-rate filter)."""
+    column = _check(graded, checker)
+    table = graded.groupby("problem_id", sort=False)[column].agg(n="size", c="sum")
+    return table.assign(sometimes=(table["c"] > 0) & (table["c"] < table["n"]))
+
+
 def require_training_data(graded: pd.DataFrame, checker: str, source: str) -> None:
     """Stop with the counts when no sample is correct under `checker`: nothing can be trained on."""
     column = _check(graded, checker)

@@ -61,7 +61,7 @@ STEPS = (
             "models/SFT_2/manifest.json",
         ),
     ),
-    Step("06", "06_grpo", ("models/GRPO/manifest.json",)),
+    Step("06", "06_grpo", ("models/GRPO/manifest.json", "models/GRPO_filtered/manifest.json")),
     Step(
         "07",
         "07_distillation",

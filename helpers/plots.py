@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from helpers import metrics
+from helpers import metrics, plateau
 from helpers.files import atomic_write_bytes
 
 
@@ -282,3 +282,37 @@ def _cost_vs_gain_row(
         ax.axhline(0, color="black", linewidth=0.8)
         ax.set(xscale="log", xlabel="tokens sampled + trained + teacher (log)", title=f"{checker} checker")
     axes[0].set_ylabel(f"{metric} minus base (95 % interval)")
+
+
+GRPO_PANELS = {"correctness_reward": "correctness", "format_reward": "format", "reward": "total (the rule's)"}
+
+
+def grpo_windows(
+    arms: dict[str, pd.DataFrame], window: int, title: str = "GRPO's rewards per window"
+) -> Figure:
+    """One panel per reward (correctness, format, and the total the plateau rule reads), one line per arm: the
+    mean over each window of `window` prompts against the prompts consumed, with a band of 2 standard errors
+    (`plateau.windows`); `arms`: each arm's groups (`plateau.GroupRewards.frame`). Windows of one prompt have no
+    spread to draw: their band is left out."""
+    fig = InlineFigure(figsize=(3.6 * len(GRPO_PANELS), 3.2))
+    for ax, (column, label) in zip(
+        fig.subplots(1, len(GRPO_PANELS), squeeze=False)[0], GRPO_PANELS.items(), strict=True
+    ):
+        for name, groups in arms.items():
+            found = plateau.windows(groups, window, column) if column in groups else pd.DataFrame()
+            if found.empty:
+                continue
+            line = ax.plot(found["end"], found["reward"], marker="o", markersize=3, label=name)[0]
+            if window > 1:
+                low, high = (
+                    found["reward"] - plateau.Z * found["se"],
+                    found["reward"] + plateau.Z * found["se"],
+                )
+                ax.fill_between(found["end"], low, high, color=line.get_color(), alpha=0.15)
+        ax.set(xlabel="prompts consumed", title=f"{label}, mean per {window} prompts")
+    axes = fig.axes
+    if any(ax.lines for ax in axes):
+        axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

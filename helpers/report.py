@@ -34,6 +34,8 @@ PLAIN = {
     "5b.": "Training on the data set's worked solutions beats training on the model's own answers.",
     "6.": "Most of GRPO's groups of {k} answers are all right or all wrong, and so teach it nothing.",
     "7.": "Per token of compute, SFT on a teacher's checked answers gains more than GRPO.",
+    "8.": "GRPO on problems the model solves only sometimes gets more signal, and more gain per token, than GRPO "
+    "on every problem.",
 }
 NUMBER = r"[+-]?\d+(?:\.\d+)?"
 # One evidence item as `evaluation` and `large_k` write them: "<what> <value> [<lo>, <hi>]<note>" (a bound may be

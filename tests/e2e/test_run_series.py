@@ -19,6 +19,7 @@ from helpers import (
     console,
     evaluation,
     files,
+    grpo_prompts,
     large_k,
     metrics,
     models,
@@ -127,7 +128,7 @@ def test_second_round_samples_come_from_sft_1(smoke) -> None:
     assert len(samples) == runs.open_run(run_dir, "smoke").cfg.n_train * runs.open_run(run_dir, "smoke").cfg.k
 
 
-def test_all_eight_variants_reload_and_training_changed_their_weights(smoke) -> None:
+def test_every_variant_reloads_and_training_changed_their_weights(smoke) -> None:
     run_dir, _ = smoke
     base, _ = models.load_model(models.SMOLLM2_ALIAS)
     base_weights = base.state_dict()
@@ -147,6 +148,7 @@ EXPECTED_LINEAGE = {
     "SFT_1_ORPO_2": ("orpo", "SFT_1", "smollm2-135m+SFT_1"),
     "SFT_2": ("sft", None, "smollm2-135m+SFT_1"),
     "GRPO": ("grpo", None, None),
+    "GRPO_filtered": ("grpo", None, "smollm2-135m"),  # its prompts were filtered by the base's samples in 01
     "SFT_gold": ("sft", None, "arithmetic solutions"),
     "SFT_teacher": ("sft", None, "smollm2-135m"),  # the smoke's teacher: the base model, with its own seed
 }
@@ -167,9 +169,22 @@ def test_manifest_lineage_and_compute_accounting(smoke, name: str) -> None:
     compute = manifest["compute"]
     assert compute["optimizer_steps"] > 0 and compute["backward_passes"] >= compute["optimizer_steps"]
     assert compute["tokens_trained"] > 0 and compute["wall_s"] > 0
-    if name == "GRPO":
-        assert compute["tokens_sampled_for_data"] == 0 and compute["tokens_sampled_in_training"] > 0
-        assert 0 < compute["rows_consumed"] <= compute["rows_available"]
+    if name in ("GRPO", "GRPO_filtered"):
+        assert compute["tokens_sampled_in_training"] > 0
+        assert 0 < compute["prompts_consumed"] <= compute["prompts_available"] == manifest["data"]["rows"]
+        groups = pd.read_csv(variant / training.GROUPS)
+        assert (
+            len(groups) == compute["prompts_consumed"] and groups["step"].max() == compute["optimizer_steps"]
+        )
+        assert compute["windows"] == len(groups) // compute["window"] and compute["reward_rises"] >= 0
+        if name == "GRPO":
+            assert compute["tokens_sampled_for_data"] == 0
+        else:  # the filter read 01's samples: their tokens count, and it kept the problems solved sometimes
+            samples = sampling.read_samples(run_dir / manifest["data"]["samples_file"])
+            assert compute["tokens_sampled_for_data"] == samples["n_tokens"].sum() > 0
+            run = runs.open_run(run_dir, "smoke", read_only=True)
+            kept = int(grpo_prompts.pass_rates(run)["sometimes"].sum())
+            assert manifest["data"]["rows"] == min(kept, run.cfg.grpo_max_rows) > 0
     elif name == "SFT_gold":
         assert compute["tokens_sampled_for_data"] == 0 and manifest["data"]["samples_file"] is None
         assert manifest["data"]["rows"] == runs.open_run(run_dir, "smoke").cfg.n_train
@@ -229,7 +244,7 @@ def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
     assert len(paired) == len(training.VARIANTS) * (4 * len(checkers) - (metrics.JUDGE in checkers))
     assert set(paired["variant"]) == set(training.VARIANTS) and set(paired["checker"]) == set(checkers)
     assert (paired["lo"] <= paired["diff"]).all() and (paired["diff"] <= paired["hi"]).all()
-    for figure in ("08_pass_at_k", "08_metrics", "08_format_breakdown", "08_cost_vs_gain"):
+    for figure in ("06_grpo_rewards", "08_pass_at_k", "08_metrics", "08_format_breakdown", "08_cost_vs_gain"):
         assert (run_dir / "figures" / f"{figure}.png").stat().st_size > 0
     report = (run_dir / "REPORT.md").read_text()
     for name in ("base", *training.VARIANTS):
@@ -243,6 +258,7 @@ def test_paired_table_figures_and_report_name_every_variant(smoke) -> None:
         "(SFT_gold vs SFT_1",
         '6. "GRPO\'s reward is sparse"',
         "7. Gains per unit of compute",
+        "8. GRPO on the problems the base solves sometimes",
     ):
         assert claim in report
     assert "not tested" not in report.split("## Results")[0]  # every claim has its variants in the smoke

@@ -44,7 +44,8 @@ def test_resolve_from_a_base_keeps_its_values() -> None:
         ("smoke", {"n_trian": 3}, "Unknown setting\\(s\\) \\['n_trian'\\]"),
         ("smoke", {"k": "four"}, "Setting k='four' should be int, got str"),
         ("smoke", {"k": 0}, "k=0 \\(must be > 0\\)"),
-        ("smoke", {"k": 3}, "must be a multiple of k=3"),
+        ("smoke", {"grpo_window": 0}, "grpo_window=0 \\(must be > 0\\)"),
+        ("smoke", {"grpo_prompts_per_step": 0}, "grpo_prompts_per_step=0 \\(must be > 0\\)"),
         ("smoke", {"sft_lr": -1}, "sft_lr=-1.0 \\(must be > 0\\)"),
         ("smoke", {"dataset": "mnist"}, "dataset='mnist' \\(choose one of: arithmetic, gsm8k\\)"),
         ("smoke", {"filter_checker": "judge"}, "filter_checker='judge'"),
@@ -71,12 +72,9 @@ def test_profile_is_not_an_override_and_the_toy_set_needs_sizes() -> None:
         config.resolve("smoke", config.RunConfig(**{**config.to_dict(config.SMOKE), "n_train": None}))
 
 
-def test_a_grpo_that_would_run_no_step_is_refused_before_anything_loads() -> None:
-    with pytest.raises(
-        ValueError, match=r"GRPO's 1 prompt\(s\) x k=2 completions < batch_size=4 .*grpo_max_rows"
-    ):
-        config.resolve("smoke", k=2, grpo_max_rows=1)
-    assert config.resolve("smoke", k=2, grpo_max_rows=2).grpo_max_rows == 2
+def test_grpos_batch_is_its_own_setting_not_the_sft_batch() -> None:
+    # GRPO counts prompts a step (k completions each): an SFT batch that is no multiple of k is no problem
+    assert config.resolve("smoke", k=3, batch_size=4, grpo_max_rows=1).grpo_prompts_per_step == 1
 
 
 def test_09s_settings_are_outside_the_runs_identity() -> None:

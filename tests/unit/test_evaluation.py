@@ -102,10 +102,18 @@ def test_claims_fail_or_stay_inconclusive_honestly() -> None:
     noisy = graded_variant("SFT_1", [[i % 2 == 0] * 4 for i in range(n)])
     mixed = graded_variant("base", [[i % 3 == 0] * 4 for i in range(n)])
     assert claims_for(mixed, [noisy])["2"].verdict == "inconclusive (interval includes 0)"
-    worse_grpo = graded_variant("GRPO", [[False] * 4] * n)
-    assert claims_for(base, [worse_grpo])["3"].verdict.startswith("does not hold (GRPO is worse")
-    same = claims_for(base, [graded_variant("GRPO", [[True, True, True, False]] * n)])["3"]
+    half_formatted = graded_variant("base", [[True, True, True, False]] * n, [[True, True, False, False]] * n)
+    worse_grpo = graded_variant("GRPO", [[False] * 4] * n)  # formatted always: the format rate rose
+    assert claims_for(half_formatted, [worse_grpo])["3"].verdict.startswith("does not hold (GRPO is worse")
+    noisy_grpo = graded_variant("GRPO", [[i % 2 == 0] * 4 for i in range(n)])  # strict gain +-0.5 a problem
+    same = claims_for(half_formatted, [noisy_grpo])["3"]
     assert same.verdict == "inconclusive (the strict gain's interval includes 0)"
+    assert "GRPO minus base, pass@1 lenient -0.25 [" in same.evidence  # both gains measured, with intervals
+    unformatted = claims_for(base, [graded_variant("GRPO", [[True, True, True, False]] * n)])["3"]
+    assert unformatted.verdict == (
+        "GRPO did not train (its format rate on the test problems is not above the base's: GRPO minus base, "
+        "format rate +0.00 [+0.00, +0.00])"
+    )
     gain = graded_variant("SFT_2", [[True] * 4] * n)
     assert claims_for(graded_variant("base", [[False] * 4] * n), [gain])["1"].verdict == "does not hold"
 
@@ -130,7 +138,7 @@ def test_costs_add_up_the_variants_each_one_needed(tmp_path: Path) -> None:
                                             "tokens_trained": 3, "wall_s": 2.0})  # fmt: skip
     present, missing = evaluation.variants(run)
     assert present == ["base", "SFT_1", "SFT_1_SFT_2", "SFT_2", "GRPO"]
-    assert missing == ["ORPO_1", "SFT_1_ORPO_2", "SFT_gold", "SFT_teacher"]
+    assert missing == ["ORPO_1", "SFT_1_ORPO_2", "GRPO_filtered", "SFT_gold", "SFT_teacher"]
     cost = evaluation.costs(run, present)
     assert cost.loc["SFT_1", "total_tokens"] == 110 and cost.loc["SFT_1", "needs"] == "-"
     assert cost.loc["SFT_2", "total_tokens"] == 60 + 110 and cost.loc["SFT_2", "needs"] == "SFT_1"
@@ -245,18 +253,24 @@ def test_claim_5_sets_each_source_against_sft_1() -> None:
     assert alone["5a"].verdict == "not tested (SFT_1 not trained)"
 
 
-def test_claim_6_reads_grpo_reward_sparsity_from_its_log() -> None:
+def test_claim_6_reads_grpo_reward_sparsity_from_its_log_and_correctness_alone_from_its_groups() -> None:
     history = pd.DataFrame({"step": [1, 2, 3, 4], "frac_reward_zero_std": [1.0, 1.0, 0.75, 1.0]})
     found = evaluation.reward_sparsity(history, n_boot=200)
     assert found["zero_spread_share"] == pytest.approx(0.9375) and found["exact"]
     assert (found["steps_without_signal"], found["steps"]) == (3, 4)
+
+    def arm(log: pd.DataFrame) -> evaluation.GrpoArm:
+        groups = pd.DataFrame({"zero_spread": [True, False], "correctness_reward_zero_spread": [True, True]})
+        return evaluation.GrpoArm("GRPO", log, groups, {})
+
     windows = pd.DataFrame({"step": [1, 10, 20], "frac_reward_zero_std": [1.0, 1.0, 0.5], "loss": [0, 0, 0]})
-    claim = evaluation._sparsity_claim(windows)
+    claim = evaluation._sparsity_claim(arm(windows))
     assert "at least 10 of 20" in claim.evidence and claim.claim.startswith("6.")
+    assert "of the correctness reward alone 1.00 [1.00, 1.00] (2 groups)" in claim.evidence
     sparse = pd.DataFrame({"step": range(1, 41), "frac_reward_zero_std": [1.0, 0.75] * 20})
-    assert evaluation._sparsity_claim(sparse).verdict == "holds"
+    assert evaluation._sparsity_claim(arm(sparse)).verdict == "holds"
     dense = pd.DataFrame({"step": range(1, 41), "frac_reward_zero_std": [0.0, 0.25] * 20})
-    assert evaluation._sparsity_claim(dense).verdict == "does not hold"
+    assert evaluation._sparsity_claim(arm(dense)).verdict == "does not hold"
     with pytest.raises(ValueError, match="no frac_reward_zero_std"):
         evaluation.reward_sparsity(pd.DataFrame({"step": [1], "loss": [0.1]}))
 
@@ -314,51 +328,29 @@ def test_a_loss_is_never_divided_by_its_cost() -> None:
 
 def test_claim_3_goes_through_the_one_rule() -> None:
     n = 40
-    # the strict gain is +1 on odd problems and -1 on even ones (interval around 0), the lenient gain +1 or 0:
-    # the strict gain minus the lenient gain lies below 0, so the claim fails whatever the strict gain's sign
-    base = graded_variant("base", [[i % 2 == 0] * 4 for i in range(n)], [[i % 2 == 0] * 4 for i in range(n)])
-    grpo = graded_variant("GRPO", [[True] * 4] * n, [[i % 2 == 1] * 4 for i in range(n)])
+    # GRPO formats half its answers where the base formats none: the strict gain (+0.5) lies below the lenient
+    # gain (+1), so the claim fails although both gains hold
+    base = graded_variant("base", [[False] * 4] * n, [[False] * 4] * n)
+    grpo = graded_variant("GRPO", [[True] * 4] * n, [[True, True, False, False]] * n)
     found = claims_for(base, [grpo])["3"]
     assert found.verdict == "does not hold" and "strict gain minus lenient gain -0.50" in found.evidence
+    assert "GRPO minus base, format rate +0.50 [+0.50, +0.50]" in found.evidence
 
 
-def _stopped(rewards: list[float], stopped_at: int | None = 8) -> pd.DataFrame:
-    """A GRPO log of one reward per window, with the compute record `grpo_history` attaches."""
-    history = pd.DataFrame(
-        {"step": range(1, len(rewards) + 1), "reward": rewards, "frac_reward_zero_std": 0.5}
-    )
-    history.attrs["compute"] = {"rows_consumed": 8, "rows_available": 32, "stopped_early_at_step": stopped_at}
-    return history
+def _arm(name: str = "GRPO", rises: int = 1, zero_spread: float = 0.5, n: int = 16) -> evaluation.GrpoArm:
+    """A GRPO arm's record: a log, n groups of which a `zero_spread` share had no spread, and its compute."""
+    history = pd.DataFrame({"step": range(1, 5), "reward": 0.5, "frac_reward_zero_std": zero_spread})
+    flat = [True] * round(n * zero_spread) + [False] * (n - round(n * zero_spread))
+    groups = pd.DataFrame({"zero_spread": flat, "correctness_reward_zero_spread": [True] * n})
+    compute = {"prompts_consumed": 32, "prompts_available": 64, "stopped_early_at_step": 8, "window": 8}
+    compute.update(windows=4, reward_rises=rises, first_window_reward=0.2, last_window_reward=0.25)
+    return evaluation.GrpoArm(name, history, groups, compute)
 
 
-@pytest.mark.parametrize(
-    ("rewards", "stopped_at", "untrained"),
-    [
-        ([0.5, 0.25, 0.5, 0.0, 0.25], 8, True),  # stopped, and no window beat the first (a tie is no rise)
-        ([0.25, 0.5, 0.0, 0.0, 0.0], 8, False),  # stopped, but the reward rose once: it trained
-        ([0.5, 0.25, 0.25], None, False),  # used its whole budget: it trained, whatever it learned
-        ([0.5], 8, True),  # stopped after one window
-    ],
+UNTRAINED_WHY = (
+    "stopped by its plateau rule after 32 of 64 prompts; its mean reward over windows of 8 prompts never rose above "
+    "its first window's beyond the noise (first 0.20, last 0.25)"
 )
-def test_grpo_did_not_train_when_stopped_before_its_reward_ever_rose(
-    rewards: list[float], stopped_at: int | None, untrained: bool
-) -> None:
-    history = _stopped(rewards, stopped_at)
-    reason = evaluation.grpo_did_not_train(history, history.attrs["compute"])
-    assert (reason is not None) == untrained
-    if untrained:
-        assert reason == (
-            "stopped by its plateau rule after 8 of 32 prompts; its mean reward never rose above its first "
-            "logged window's"
-        )
-
-
-def test_grpo_did_not_train_says_nothing_without_a_record_or_a_reward() -> None:
-    history = _stopped([0.5, 0.0])
-    assert evaluation.grpo_did_not_train(history, None) is None  # a log without its manifest
-    assert evaluation.grpo_did_not_train(history.drop(columns="reward"), history.attrs["compute"]) is None
-    bare = {"stopped_early_at_step": 4}
-    assert "at step 4" in evaluation.grpo_did_not_train(history, bare)
 
 
 def test_claims_resting_on_an_untrained_grpo_say_so_in_their_verdict() -> None:
@@ -370,32 +362,58 @@ def test_claims_resting_on_an_untrained_grpo_say_so_in_their_verdict() -> None:
     cost = pd.DataFrame({"total_tokens": [1_000_000, 10_000_000]}, index=["SFT_teacher", "GRPO"])
     ranked = evaluation.efficiency(graded, cost, n_boot=50)
     table = evaluation.paired(graded, n_boot=50)
-    trained = {
-        c.claim[:2]: c for c in evaluation.claims(table, graded, None, 4, _stopped([0.25, 0.5]), ranked)
+    trained = {c.claim[:2]: c for c in evaluation.claims(table, graded, None, 4, {"GRPO": _arm()}, ranked)}
+    found = {
+        c.claim[:2]: c for c in evaluation.claims(table, graded, None, 4, {"GRPO": _arm(rises=0)}, ranked)
     }
-    found = {c.claim[:2]: c for c in evaluation.claims(table, graded, None, 4, _stopped([0.5, 0.25]), ranked)}
     for label in ("3.", "6.", "7."):
-        assert found[label].verdict == (
-            "inconclusive: GRPO did not train (stopped by its plateau rule after 8 of 32 prompts; its mean reward "
-            "never rose above its first logged window's)"
-        )
+        assert found[label].verdict == f"GRPO did not train ({UNTRAINED_WHY})"
+        assert evaluation.UNTRAINED.match(found[label].verdict)["arms"] == "GRPO"
         assert (
             found[label].evidence == f"the numbers alone: {trained[label].verdict}; {trained[label].evidence}"
         )
     assert trained["3."].verdict == "holds"  # what the numbers alone say, kept in the evidence
-    for label in ("1.", "2.", "5a"):
-        assert found[label] == trained[label]  # claims that do not rest on GRPO are untouched
-    again = evaluation.mark_untrained(evaluation.claims_frame(list(found.values())), "another reason")
+    for label in ("1.", "2.", "5a", "8."):
+        assert found[label] == trained[label]  # claims that do not rest on GRPO (8: not tested) are untouched
+    again = evaluation.mark_untrained(
+        evaluation.claims_frame(list(found.values())), {"GRPO": "another reason"}
+    )
     assert again == list(found.values())  # marking twice changes nothing
-    assert evaluation.mark_untrained([evaluation.Claim("3. x", "not tested (GRPO not trained)", "-")], "r")[
-        0
-    ].verdict.startswith("not tested")
+    untested = evaluation.Claim("3. x", "not tested (GRPO not trained)", "-")
+    assert evaluation.mark_untrained([untested], {"GRPO": "r"})[0].verdict.startswith("not tested")
+    both = evaluation.mark_untrained(
+        [evaluation.Claim("8. x", "holds", "e")], {"GRPO": "a", "GRPO_filtered": "b"}
+    )
+    assert both[0].verdict == "GRPO and GRPO_filtered did not train (GRPO: a; GRPO_filtered: b)"
 
 
-def test_grpo_history_carries_its_manifest_compute_record(tmp_path: Path) -> None:
+def test_claim_8_sets_the_filtered_arm_against_grpo_on_signal_and_gain_per_token() -> None:
+    n = 40
+    base = graded_variant("base", [[True, False, False, False]] * n)
+    grpo = graded_variant("GRPO", [[True, True, False, False]] * n)  # +0.25 for 10M tokens
+    filtered = graded_variant("GRPO_filtered", [[True, True, True, False]] * n)  # +0.5 for 1M tokens
+    graded = pd.concat([base, grpo, filtered])
+    cost = pd.DataFrame({"total_tokens": [10_000_000, 1_000_000]}, index=["GRPO", "GRPO_filtered"])
+    ranked = evaluation.efficiency(graded, cost, n_boot=50)
+    arms = {"GRPO": _arm(zero_spread=0.9), "GRPO_filtered": _arm("GRPO_filtered", zero_spread=0.1)}
+    found = evaluation._filtered_claim(graded, ranked, arms, n_boot=50)
+    assert found.verdict == "holds" and found.claim.startswith("8.")
+    assert (
+        "GRPO_filtered minus GRPO, zero-spread share -0.75 [" in found.evidence
+        and "(16 groups)" in found.evidence
+    )
+    assert "GRPO_filtered minus GRPO, pass@1 gain per million tokens +0.47 [" in found.evidence
+    sparser = {"GRPO": _arm(zero_spread=0.1), "GRPO_filtered": _arm("GRPO_filtered", zero_spread=0.9)}
+    assert evaluation._filtered_claim(graded, ranked, sparser, n_boot=50).verdict == "does not hold"
+    assert evaluation._filtered_claim(graded, ranked, {"GRPO": arms["GRPO"]}).verdict.startswith("not tested")
+
+
+def test_grpo_arms_are_read_from_their_saved_records(tmp_path: Path) -> None:
     run = runs.open_run(tmp_path / "run", "smoke")
-    assert evaluation.grpo_history(run) is None
-    manifest(run.root, "GRPO", None, None, {"rows_consumed": 2, "stopped_early_at_step": None})
+    assert evaluation.grpo_arms(run) == {}
+    manifest(run.root, "GRPO", None, None, {"prompts_consumed": 2, "reward_rises": 0})
     (run.root / "models" / "GRPO" / "log_history.csv").write_text("step,reward\n1,0.5\n")
-    history = evaluation.grpo_history(run)
-    assert history["reward"].tolist() == [0.5] and history.attrs["compute"]["rows_consumed"] == 2
+    (run.root / "models" / "GRPO" / "groups.csv").write_text("prompt,reward,zero_spread\n1,0.5,False\n")
+    arms = evaluation.grpo_arms(run)
+    assert list(arms) == ["GRPO"] and arms["GRPO"].compute["prompts_consumed"] == 2
+    assert arms["GRPO"].history["reward"].tolist() == [0.5] and len(arms["GRPO"].groups) == 1

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from helpers import config, evaluation, files, large_k, metrics, pipeline, report, study
+from helpers import config, evaluation, files, large_k, metrics, pipeline, plateau, report, study
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -95,22 +95,29 @@ def test_the_published_files_use_both_maj_at_k_names() -> None:
     assert not any(re.search(r"(?<![\w])maj@|majority_vote", t) for t in texts)
 
 
-def test_the_published_verdicts_say_where_grpo_did_not_train() -> None:
-    """The published run predates the did-not-train rule: `study.json` records the reason and the record it
-    rests on, and claims.csv and REPORT.md carry it on every claim resting on GRPO."""
-    record = json.loads((study.PUBLISHED / study.RECORD).read_text())
+def test_the_published_verdicts_say_which_grpo_arm_did_not_train() -> None:
+    """Each claim resting on a GRPO arm says it did not train exactly when the arm's published record says so
+    (`plateau.did_not_train`), and the README gives each reason once."""
     claims = pd.read_csv(study.PUBLISHED / "eval" / "claims.csv", keep_default_na=False)
-    untrained = record.get("grpo_did_not_train")
-    on_grpo = claims[[report.label(c) in evaluation.GRPO_CLAIMS for c in claims["claim"]]]
-    if untrained is None:  # a run published after the rule: its 08 applied it
-        return
-    assert untrained["source"] and len(on_grpo) == len(evaluation.GRPO_CLAIMS)
-    assert set(on_grpo["verdict"]) == {f"{evaluation.UNTRAINED} ({untrained['reason']})"}
-    assert evaluation.claims_frame(evaluation.mark_untrained(claims, untrained["reason"])).equals(claims)
-    assert untrained["reason"] in study.readme_section()
-    text = (study.PUBLISHED / "REPORT.md").read_text()
-    k = json.loads((study.PUBLISHED / "config.json").read_text())["k"]
-    assert report.verdict_lines(claims, k) in text.split("## Results")[0]  # the report's first screen
+    arms = {}
+    for arm in evaluation.GRPO_ARMS:
+        compute = json.loads((study.PUBLISHED / "models" / arm / "manifest.json").read_text())["compute"]
+        arms[arm] = plateau.did_not_train(compute)
+    for claim, verdict in zip(claims["claim"], claims["verdict"], strict=True):
+        resting = evaluation.RESTS_ON.get(report.label(claim), ())
+        untrained = {a: arms[a] for a in resting if arms[a] is not None}
+        if (
+            untrained
+            and not verdict.startswith("not tested")
+            and not verdict.startswith("GRPO did not train (its")
+        ):
+            assert verdict == evaluation.did_not_train(untrained), claim
+        elif not untrained:
+            assert not evaluation.UNTRAINED.match(verdict) or verdict.startswith("GRPO did not train (its"), (
+                claim
+            )
+    for why in filter(None, arms.values()):
+        assert why in study.readme_section()
 
 
 def test_the_published_report_shows_numbers_rounded() -> None:
@@ -211,8 +218,34 @@ def finished_run(tmp_path: Path) -> Path:
     tables["claim"] = pd.DataFrame([large_k.claim(crossover, covered, 4).__dict__])
     for name, table in tables.items():
         files.atomic_write_text(run / large_k.TABLES[name], table.to_csv(index=False))
-    for name in ("08_pass_at_k", "08_format_breakdown", "08_metrics", "09_pass_at_k_lenient"):
+    for name in (
+        "06_grpo_rewards",
+        "08_pass_at_k",
+        "08_format_breakdown",
+        "08_metrics",
+        "09_pass_at_k_lenient",
+    ):
         files.atomic_write_bytes(run / "figures" / f"{name}.png", PNG + name.encode())
+    for arm, rises in (("GRPO", 0), ("GRPO_filtered", 2)):
+        compute = {
+            "prompts_consumed": 32,
+            "prompts_available": 64,
+            "stopped_early_at_step": 8 if not rises else None,
+        }
+        compute.update(
+            window=8, windows=4, reward_rises=rises, first_window_reward=0.2, last_window_reward=0.5
+        )
+        files.atomic_write_text(run / "models" / arm / "manifest.json", json.dumps({"compute": compute}))
+        files.atomic_write_text(
+            run / "models" / arm / "groups.csv", "prompt,reward,zero_spread\n1,0.5,False\n"
+        )
+        files.atomic_write_text(run / "models" / arm / "log_history.csv", "step,reward\n1,0.5\n")
+        files.atomic_write_bytes(run / "figures" / f"train_{arm}.png", PNG)
+    for step in pipeline.STEPS:  # executed notebooks that name this machine's paths
+        text = json.dumps(
+            {"cells": [{"source": f"run_dir = '{run.resolve()}'", "outputs": [f"{Path.home()}/x"]}]}
+        )
+        files.atomic_write_text(run / "executed" / f"{step.name}.ipynb", text)
     return run
 
 
@@ -243,8 +276,13 @@ def test_publish_copies_the_run_and_writes_the_readme_and_findings_between_their
     study.publish(finished_run, dest, readme, findings)
     copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     figures = ["figures/08_format_breakdown.png", "figures/08_metrics.png", "figures/08_pass_at_k.png"]
-    figures.append("figures/09_pass_at_k_lenient.png")
-    assert copied == sorted([*study.COPIED, *figures, study.RECORD])
+    figures += ["figures/09_pass_at_k_lenient.png", "figures/06_grpo_rewards.png"]
+    figures += ["figures/train_GRPO.png", "figures/train_GRPO_filtered.png"]
+    notebooks = [f"notebooks/{s.name}.ipynb" for s in pipeline.STEPS]
+    assert copied == sorted([*study.COPIED, *figures, *notebooks, study.RECORD])
+    executed = (dest / "notebooks" / "06_grpo.ipynb").read_text()
+    assert "run_dir = 'outputs/cpu-study'" in executed and "~/x" in executed  # no path of this machine
+    assert str(tmp_path) not in executed and str(Path.home()) not in executed
     assert (dest / "eval" / "results.csv").read_bytes() == (
         finished_run / "eval" / "results.csv"
     ).read_bytes()
@@ -268,6 +306,11 @@ def test_publish_copies_the_run_and_writes_the_readme_and_findings_between_their
     assert "**Claim 1 at large k** (`09_large_k`: 6 test problems x 8 samples" in full
     assert "](../outputs/published/cpu-study/figures/09_pass_at_k_lenient.png)" in full
     assert "predates `09_large_k`" not in text
+    assert "](outputs/published/cpu-study/notebooks/06_grpo.ipynb)" in text  # the executed notebooks
+    assert "](../outputs/published/cpu-study/notebooks/06_grpo.ipynb)" in full
+    assert "](outputs/published/cpu-study/figures/06_grpo_rewards.png)" in text
+    assert "| GRPO | 32 of 64 | by the plateau rule at step 8 |" in text and "| no |" in text
+    assert "| GRPO_filtered | 32 of 64 | no: its prompts ran out |" in full
     files.atomic_write_text(readme, text.replace(" | holds |", " | edited |"))
     files.atomic_write_text(findings, full.replace(" | holds |", " | edited |"))
     study.write_readme(dest, readme, findings)  # the sections again, from the published files alone

@@ -3,6 +3,7 @@ accounting, early stopping, trainer settings. `pytest tests/unit/test_training.p
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,7 +11,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from helpers import data, models, plots, runs, trainer_config, training
+from helpers import data, filtering, grpo_prompts, models, plots, runs, trainer_config, training
 from helpers.config import config_hash
 
 PROMPT = data.build_messages("What is 3+4?")
@@ -112,11 +113,32 @@ def test_cpu_trainer_settings_avoid_trls_slow_defaults(run: runs.Run) -> None:
 
 
 def test_grpo_rows_are_the_train_problems_with_their_gold(run: runs.Run) -> None:
-    rows = training.grpo_rows(run)
+    rows = grpo_prompts.rows(run)
     problems = run.problems("train")
     assert len(rows) == run.cfg.grpo_max_rows
     assert rows[0]["prompt"] == data.build_messages(problems["question"][0])
     assert rows[0]["answer"] == problems["gold"][0]
+
+
+def test_grpo_filtered_keeps_the_problems_the_base_solves_sometimes(run: runs.Run) -> None:
+    problems = run.problems("train")
+    ids, golds = problems["id"], problems["gold"]
+    right = {ids[0]: 0, ids[1]: 2, ids[2]: run.cfg.k, ids[3]: 1}  # never, sometimes, always, sometimes
+    samples = [
+        {"problem_id": pid, "sample_idx": i, "completion": f"#### {gold if i < right.get(pid, 0) else 'x'}",
+         "model": run.cfg.model, "n_tokens": 5, "finish_reason": "stop", "backend": "vllm", "dtype": "float32",
+         "seed": 0, "temperature": 0.7, "top_p": 1.0, "max_new_tokens": 96}
+        for pid, gold in zip(ids, golds, strict=True) for i in range(run.cfg.k)
+    ]  # fmt: skip
+    write(run.root / grpo_prompts.BASE_SAMPLES, [json.dumps(r) for r in samples])
+    every = runs.Run(run.root, dataclasses.replace(run.cfg, grpo_max_rows=None))
+    rows = grpo_prompts.rows(every, "GRPO_filtered")
+    assert [r["answer"] for r in rows] == [golds[1], golds[3]]
+    assert len(grpo_prompts.rows(run, "GRPO_filtered")) == run.cfg.grpo_max_rows == 2
+    never = [{**r, "completion": "#### x"} for r in samples]
+    write(run.root / grpo_prompts.BASE_SAMPLES, [json.dumps(r) for r in never])
+    with pytest.raises(filtering.NothingToTrainOn, match="Nothing to train GRPO_filtered on: of 16 training"):
+        grpo_prompts.rows(run, "GRPO_filtered")
 
 
 def test_tokens_generated_weights_each_window_by_its_steps() -> None:
@@ -130,18 +152,6 @@ def test_tokens_generated_weights_each_window_by_its_steps() -> None:
     # windows of 2, 2 and 1 steps, 8 completions per step: (10*2 + 20*2 + 30*1) * 8
     assert training.tokens_generated(history, 8) == 720
     assert training.tokens_generated(pd.DataFrame({"step": [1]}), 8) == 0
-
-
-def test_reward_plateau_stops_after_patience_windows_without_a_higher_reward() -> None:
-    plateau = training.RewardPlateau(patience=2)
-    control = SimpleNamespace(should_training_stop=False)
-    for step, reward in enumerate([0.1, 0.3, 0.2], start=1):
-        plateau.on_log(None, SimpleNamespace(global_step=step), control, logs={"reward": reward})
-        assert not control.should_training_stop
-    plateau.on_log(None, SimpleNamespace(global_step=5), control, logs={"loss": 1.0})  # no reward: ignored
-    assert not control.should_training_stop
-    plateau.on_log(None, SimpleNamespace(global_step=6), control, logs={"reward": 0.25})
-    assert control.should_training_stop and plateau.stopped_at == 6
 
 
 def test_summary_shows_lineage_and_compute() -> None:
@@ -189,19 +199,18 @@ def test_meter_counts_masks_or_padding_free_tokens_and_survives_a_resume(tmp_pat
     resumed = training._Meter(training.TOKEN_MASKS["sft"])
     resumed.restore(str(tmp_path / "checkpoint-2"))
     assert (resumed.backward_passes, resumed.tokens) == (2, 13) and resumed.wall_s() >= meter.seconds_before
-    plateau = training.RewardPlateau(patience=3)
-    plateau.on_log(None, state, SimpleNamespace(should_training_stop=False), logs={"reward": 0.5})
-    plateau.stale = 2
-    plateau.on_save(args, state, None)
-    again = training.RewardPlateau(patience=3)
+    rule = training.RewardPlateau(window=1, patience=3, min_prompts=0)
+    rule.groups.rows = [{"prompt": 1, "step": 1, "reward": 0.5, "zero_spread": False}]
+    rule.on_save(args, state, None)
+    again = training.RewardPlateau(window=1, patience=3, min_prompts=0)
     again.restore(str(tmp_path / "checkpoint-2"))
-    assert (again.best, again.stale) == (0.5, 2)
+    assert again.groups.rows == rule.groups.rows
 
 
 def test_a_checkpoint_cut_off_mid_save_is_deleted_and_training_resumes_from_the_one_before(
     tmp_path: Path,
 ) -> None:
-    meter, plateau = training._Meter(training.TOKEN_MASKS["sft"]), training.RewardPlateau(patience=3)
+    meter, plateau = training._Meter(training.TOKEN_MASKS["sft"]), training.RewardPlateau(1, 3, 0)
     for step in (1, 2, 10):
         (tmp_path / f"checkpoint-{step}").mkdir()
         (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
