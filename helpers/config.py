@@ -46,10 +46,11 @@ class RunConfig:
     teacher_thinking: str  # "strip" or "keep" a reasoning teacher's thinking in the SFT rows
     load_in_4bit: bool  # GPU only
     max_seq_length: int
-    # Training (notebooks 03-06): LoRA on every linear projection, one set of batch settings for all trainers.
+    # Training (notebooks 03-07): LoRA on every linear projection, one set of batch settings for SFT and ORPO (GRPO
+    # counts its batch in prompts: grpo_prompts_per_step below).
     lora_r: int
     lora_alpha: int
-    batch_size: int  # rows per micro-batch (GRPO: completions, so a multiple of k)
+    batch_size: int  # rows per micro-batch (SFT, ORPO)
     grad_accum: int
     warmup_ratio: float
     logging_steps: int
@@ -216,7 +217,7 @@ GPU_SMOKE = dataclasses.replace(
     grpo_window=2,
     grpo_patience=3,
     grpo_min_prompts=8,  # the whole budget: the first GPU run checks the path, not the rule
-    large_k_n=16,  # 09: 9 x 8 x 16 = 1,152 toy completions, about 100k tokens: a minute on a GPU
+    large_k_n=16,  # 09: 10 x 8 x 16 = 1,280 toy completions, about 110k tokens: a minute on a GPU
     large_k_problems=8,
 )
 
@@ -262,8 +263,8 @@ CPU_STUDY = dataclasses.replace(
     grpo_window=8,
     grpo_patience=3,
     grpo_min_prompts=32,
-    # 09 (the published run predates it): 9 models x 16 problems x 32 samples, 4,608 completions of which 3,456 are
-    # drawn (08's 8 a problem reused): 228k tokens in 6 minutes in bf16 (2 cores with AMX); about twice that in fp32.
+    # 09: 10 models x 16 problems x 32 samples, 5,120 completions of which 3,840 are drawn (08's 8 a problem reused);
+    # with 9 models (3,456 drawn): 228k tokens in 6 minutes in bf16 (2 cores with AMX), about twice that in fp32.
     large_k_n=32,
     large_k_problems=16,
 )
@@ -288,14 +289,19 @@ PROFILES: dict[str, RunConfig] = {
     # which the GPU set does not install (unsloth_zoo 2026.10.9 raises without it: unsloth_zoo/vllm_utils.py,
     # about line 4526; tests/test_gpu_contract.py checks it).
     # The teacher: Llama 3.2 3B Instruct, 6.4 GB in fp16, sampled in its own process (07) with nothing else on the card.
-    # 09 on 50 test problems x 64 samples: 9 x 50 x 64 = 28,800 completions, about 5.8M tokens (an estimate at
+    # 09 on 50 test problems x 64 samples: 10 x 50 x 64 = 32,000 completions, about 6.4M tokens (an estimate at
     # 200 a completion): about 1 hour at the 1.5-3k tok/s a T4 may give a 1B model in fp16.
+    # GRPO on 1,000 prompts: windows of 50 (a standard error near 0.07), no stop before 300 prompts, 4 windows
+    # without a rise; an estimate, as for the full profile.
     "colab-t4": dataclasses.replace(
         FULL,
         profile="colab-t4",
         n_train=1000,
         n_test=250,
         teacher="unsloth/Llama-3.2-3B-Instruct",
+        grpo_window=50,
+        grpo_patience=4,
+        grpo_min_prompts=300,
         large_k_n=64,
         large_k_problems=50,
     ),
@@ -361,6 +367,12 @@ def _check(cfg: RunConfig) -> None:
     if cfg.large_k_n < cfg.k:
         problems.append(
             f"large_k_n={cfg.large_k_n} < k={cfg.k} (09 samples past the evaluation's k: give k or more)"
+        )
+    grpo_rows = min(n for n in (cfg.n_train, cfg.grpo_max_rows, 10**9) if n is not None)
+    if 0 < grpo_rows < cfg.grpo_prompts_per_step:
+        problems.append(
+            f"GRPO's {grpo_rows} prompt(s) < grpo_prompts_per_step={cfg.grpo_prompts_per_step} (no GRPO step would "
+            f"run: raise grpo_max_rows or n_train, or lower grpo_prompts_per_step)"
         )
     for name in ("n_train", "n_test", "grpo_max_rows", "large_k_problems"):
         if getattr(cfg, name) is not None and getattr(cfg, name) < 1:

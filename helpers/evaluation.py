@@ -395,7 +395,8 @@ def mark_untrained(found: list[Claim] | pd.DataFrame, reasons: dict[str, str]) -
 
 
 def _format_rates(graded: pd.DataFrame, variant: str) -> pd.Series:
-    """Per problem, the share of `variant`'s samples with a `####` line."""
+    """Per problem, the share of `variant`'s samples with the format the prompt asks for (`has_format`: a
+    `#### <number>`), the format rate of every table."""
     return graded[graded["variant"] == variant].groupby("problem_id")["has_format"].mean()
 
 
@@ -476,38 +477,26 @@ def _source_claim(graded: pd.DataFrame, source: str, k: int, n_boot: int = 1000)
     return Claim(claim, found, evidence)
 
 
-def reward_sparsity(history: pd.DataFrame, n_boot: int = 1000) -> dict[str, float | bool]:
-    """GRPO's signal, from its log: the share of groups whose k rewards were all equal (`frac_reward_zero_std`,
-    no advantage, no gradient; TRL computes it on the total reward, format included, so the correctness reward
-    alone is sparser still), averaged over steps, with a 95 % bootstrap interval over the logged windows
-    (neighbouring windows are correlated: read it as a rough one), and the optimizer steps in which no group
-    carried a signal (windows whose every group had none: exact when each step was logged, a lower bound when a
-    window spans several)."""
-    logged = (
-        history.dropna(subset=["frac_reward_zero_std"]) if "frac_reward_zero_std" in history else history[:0]
-    )
-    if logged.empty:
-        raise ValueError(
-            "GRPO's log has no frac_reward_zero_std: was it trained by this series' GRPO trainer?"
-        )
-    values = logged["frac_reward_zero_std"].to_numpy(dtype=float)
-    steps = logged["step"].diff().fillna(logged["step"]).to_numpy(dtype=float)
-    rng = np.random.default_rng(metrics.BOOT_SEED)
-    picks = rng.integers(0, len(values), size=(n_boot, len(values)))
-    means = (values[picks] * steps[picks]).sum(axis=1) / steps[picks].sum(axis=1)
-    low, high = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+def reward_sparsity(groups: pd.DataFrame, n_boot: int = 1000) -> dict[str, Any]:
+    """GRPO's signal, from its groups (`plateau.GroupRewards`): the share of groups whose k rewards were all equal
+    (no advantage, no gradient), on the total reward (format included, as TRL's `frac_reward_zero_std`) and on the
+    correctness reward alone, each with a 95 % bootstrap interval over groups, and the optimizer steps in which no
+    group carried a signal."""
+    if groups.empty:
+        raise ValueError("GRPO recorded no group: was it trained by this series' GRPO trainer?")
+    signal = groups.groupby("step")["zero_spread"].all()
     return {
-        "zero_spread_share": float(np.average(values, weights=steps)),
-        "lo": low,
-        "hi": high,
-        "steps": int(steps.sum()),
-        "steps_without_signal": int(steps[values >= 1.0].sum()),
-        "exact": bool((steps == 1).all()),
+        "total": plateau.zero_spread_share(groups, "zero_spread", n_boot, metrics.BOOT_SEED),
+        "correctness": plateau.zero_spread_share(
+            groups, "correctness_reward_zero_spread", n_boot, metrics.BOOT_SEED
+        ),
+        "steps": len(signal),
+        "steps_without_signal": int(signal.sum()),
     }
 
 
 def _sparsity_claim(arm: GrpoArm | None, n_boot: int = 1000) -> Claim:
-    """On the total reward, from GRPO's log; the correctness reward alone, from its groups, as evidence."""
+    """On the total reward (the claim's verdict) and on the correctness reward alone, from GRPO's groups."""
     claim = (
         '6. "GRPO\'s reward is sparse": most groups of k completions carry no learning signal (share of groups '
         "with zero reward spread above 0.5)"
@@ -515,20 +504,17 @@ def _sparsity_claim(arm: GrpoArm | None, n_boot: int = 1000) -> Claim:
     if arm is None:
         return Claim(claim, "not tested (GRPO not trained)", "-")
     try:
-        found = reward_sparsity(arm.history, n_boot)
+        found = reward_sparsity(arm.groups, n_boot)
     except ValueError as err:
-        return Claim(claim, "not tested (no reward spread in GRPO's log)", str(err))
-    bound = "" if found["exact"] else "at least "
-    share = report.format_interval(found["zero_spread_share"], found["lo"], found["hi"])
-    alone = plateau.zero_spread_share(arm.groups, "correctness_reward_zero_spread", n_boot, metrics.BOOT_SEED)
+        return Claim(claim, "not tested (no group in GRPO's record)", str(err))
+    total, alone = found["total"], found["correctness"]
     evidence = (
-        f"share of groups with zero reward spread {share} (on the total reward, format included); "
-        f"of the correctness reward alone {report.format_interval(alone['share'], alone['lo'], alone['hi'])} "
-        f"({alone['groups']} groups); "
-        f"optimizer steps in which no group carried a signal: {bound}{found['steps_without_signal']} of "
-        f"{found['steps']}"
+        f"share of groups with zero reward spread {report.format_interval(total['share'], total['lo'], total['hi'])} "
+        f"(on the total reward, format included; {total['groups']} groups); "
+        f"of the correctness reward alone {report.format_interval(alone['share'], alone['lo'], alone['hi'])}; "
+        f"optimizer steps in which no group carried a signal: {found['steps_without_signal']} of {found['steps']}"
     )
-    return Claim(claim, verdict(found["lo"], found["hi"], 0.5), evidence)
+    return Claim(claim, verdict(total["lo"], total["hi"], 0.5), evidence)
 
 
 def efficiency(

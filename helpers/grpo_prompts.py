@@ -27,29 +27,34 @@ def pass_rates(run: Run) -> pd.DataFrame:
 
 
 def problems(run: Run, name: str = "GRPO") -> pd.DataFrame:
-    """The training problems `name` trains on, in the run's order, at most `grpo_max_rows` of them.
+    """The training problems `name` trains on: at most `grpo_max_rows` of them, a whole number of steps of
+    `grpo_prompts_per_step` (TRL drops a last, partial step's prompts and would start a second pass instead).
 
-    `GRPO_filtered`'s are those the base solves sometimes; none at all raises `filtering.NothingToTrainOn`.
+    `GRPO_filtered`'s are those the base solves sometimes; fewer than one step's raise `filtering.NothingToTrainOn`.
     """
     found = run.problems("train").to_pandas()
     if name == FILTERED:
         rates = pass_rates(run)
         sometimes = set(rates.index[rates["sometimes"]])
         found = found[found["id"].isin(sometimes)]
-        if found.empty:
+        per_step = run.cfg.grpo_prompts_per_step
+        if len(found) < per_step:
             solved = int((rates["c"] == rates["n"]).sum())
             raise filtering.NothingToTrainOn(
                 f"Nothing to train {FILTERED} on: of {len(rates)} training problems the base solved {solved} in "
-                f"every one of its samples and the other {len(rates) - solved} in none ({BASE_SAMPLES}, "
-                f"{run.cfg.filter_checker} checker). Sample more problems (n_train) or more per problem (k)."
+                f"every one of its samples, {len(found)} sometimes and the rest in none ({BASE_SAMPLES}, "
+                f"{run.cfg.filter_checker} checker), fewer than one step's {per_step} prompts. Sample more problems "
+                "(n_train) or more per problem (k), or lower grpo_prompts_per_step."
             )
-    return found.head(run.cfg.grpo_max_rows or len(found)).reset_index(drop=True)
+    count = min(len(found), run.cfg.grpo_max_rows or len(found))
+    return found.head(count - count % run.cfg.grpo_prompts_per_step).reset_index(drop=True)
 
 
 def rows(run: Run, name: str = "GRPO") -> list[dict[str, Any]]:
-    """`name`'s prompts as GRPOTrainer takes them: the chat prompt and the gold answer."""
+    """`name`'s prompts as GRPOTrainer takes them: the chat prompt, the gold answer, and the problem's id (which
+    the reward functions receive, and `plateau.GroupRewards` records)."""
     chosen = problems(run, name)
     return [
-        {"prompt": data.build_messages(q), "answer": g}
-        for q, g in zip(chosen["question"], chosen["gold"], strict=True)
+        {"prompt": data.build_messages(q), "answer": g, "problem_id": i}
+        for q, g, i in zip(chosen["question"], chosen["gold"], chosen["id"], strict=True)
     ]

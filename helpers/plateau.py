@@ -1,8 +1,8 @@
 """When GRPO stops, and whether it trained: its rewards per group, and the plateau rule on windows of groups.
 
 GRPO scores the k completions of each prompt (a *group*). `GroupRewards` wraps the reward functions the trainer
-calls and keeps one row per group: the prompt's number, the optimizer step, each reward's mean over the group, the
-total's mean, and whether the group's rewards were all equal (*zero spread*: no advantage, no gradient), for the
+calls and keeps one row per group: the prompt's number and problem id, the optimizer step, each reward's mean over
+the group, the total's mean, and whether the group's rewards were all equal (*zero spread*: no advantage, no gradient), for the
 total and for each reward alone. `models/<NAME>/groups.csv` holds those rows.
 
 The plateau rule (`judge`), read on windows of prompts, not logging steps:
@@ -16,7 +16,11 @@ The plateau rule (`judge`), read on windows of prompts, not logging steps:
 
 So "the reward has flattened" means: over `patience` windows, no rise beyond the windows' own noise. A rise too
 slow for one window to show accumulates against the reference until it shows. Logging windows of 1-2 prompts (the
-rule before this one) compared noise with noise and stopped a run that never started.
+rule before this one) compared noise with noise and stopped a run that never started. Each comparison alone calls
+a flat reward risen about 2-4 % of the time (a one-sided 2-standard-error test, the error estimated from `window`
+prompts); a long run makes many, so a rise or two in a long flat run can be chance: read the windows, not only
+the count. A window of one prompt has no spread to estimate, so there any increase counts as a rise (the smoke
+profile's windows, which exercise the code, not the rule).
 
 An arm *did not train* when no window rose above the first (`did_not_train`), whether the rule stopped it or its
 prompts ran out: the weights moved, the reward did not beyond its noise.
@@ -47,7 +51,8 @@ class GroupRewards:
 
     The trainer scores its generation batch with each reward function in turn, prompts in order, each prompt's k
     completions side by side (TRL's `RepeatSampler`); a group is complete once every function has scored it.
-    `weights`: the trainer's `reward_weights` (None: 1 each), as it sums the total.
+    `weights`: the trainer's `reward_weights` (None: 1 each), as it sums the total. One process: with several,
+    each would record only its own share of the batch.
     """
 
     def __init__(self, names: Sequence[str], k: int, weights: Sequence[float] | None = None) -> None:
@@ -55,6 +60,7 @@ class GroupRewards:
         self.weights = np.asarray(weights if weights is not None else [1.0] * len(self.names), dtype=float)
         self.pending: dict[str, list[float]] = {name: [] for name in self.names}
         self.steps: list[int | None] = []
+        self.ids: list[str | None] = []
         self.rows: list[dict[str, Any]] = []
 
     def wrap(self, func: Callable[..., list[float | None]]) -> Callable[..., list[float | None]]:
@@ -66,16 +72,19 @@ class GroupRewards:
         @functools.wraps(func)
         def recorded(*args: Any, **kwargs: Any) -> list[float | None]:
             values = func(*args, **kwargs)
-            state = kwargs.get("trainer_state")
-            self._add(name, values, None if state is None else int(state.global_step) + 1)
+            state, ids = kwargs.get("trainer_state"), kwargs.get("problem_id")
+            self._add(name, values, None if state is None else int(state.global_step) + 1, ids)
             return values
 
         return recorded
 
-    def _add(self, name: str, values: list[float | None], step: int | None) -> None:
+    def _add(
+        self, name: str, values: list[float | None], step: int | None, ids: list[str] | None = None
+    ) -> None:
         self.pending[name] += [math.nan if v is None else float(v) for v in values]
         if name == self.names[0]:
             self.steps += [step] * len(values)
+            self.ids += list(ids) if ids is not None else [None] * len(values)
         whole = min(len(v) for v in self.pending.values()) // self.k * self.k
         if whole == 0:
             return
@@ -84,7 +93,12 @@ class GroupRewards:
         )
         for index, group in enumerate(scores):
             total = np.nansum(group * self.weights, axis=1)
-            row: dict[str, Any] = {"prompt": len(self.rows) + 1, "step": self.steps[index * self.k]}
+            first = index * self.k
+            row: dict[str, Any] = {
+                "prompt": len(self.rows) + 1,
+                "problem_id": self.ids[first],
+                "step": self.steps[first],
+            }
             row[TOTAL] = float(total.mean())
             row["zero_spread"] = _spread_zero(total)
             for column, name in enumerate(self.names):
@@ -96,10 +110,16 @@ class GroupRewards:
         for n in self.names:
             del self.pending[n][:whole]
         del self.steps[:whole]
+        del self.ids[:whole]
+
+    def columns(self) -> list[str]:
+        """The columns of `frame`, in order."""
+        each = [c for name in self.names for c in (name, f"{name}_zero_spread")]
+        return ["prompt", "problem_id", "step", TOTAL, "zero_spread", *each]
 
     def frame(self) -> pd.DataFrame:
-        """One row per complete group, in training order."""
-        return pd.DataFrame(self.rows)
+        """One row per complete group, in training order (no row, with the same columns, before any)."""
+        return pd.DataFrame(self.rows, columns=self.columns())
 
 
 @dataclass(frozen=True)
@@ -124,8 +144,9 @@ def windows(groups: pd.DataFrame, size: int, column: str = TOTAL) -> pd.DataFram
 def rule_text(window: int, patience: int, min_prompts: int) -> str:
     """The plateau rule in words, with a run's settings filled in."""
     return (
-        f"1. A window is {window} consecutive prompts. Its reward is the mean over them of each group's mean total "
-        f"reward; its standard error is the spread of those means over sqrt({window}).\n"
+        f"1. A window is {window} consecutive prompt(s). Its reward is the mean over them of each group's mean total "
+        f"reward; its standard error is the spread of those means over sqrt({window}) (none for one prompt: "
+        "any increase then counts as a rise).\n"
         "2. The first window is the reference. A later window rises when it beats the reference by more than "
         f"{Z:g} standard errors of the difference (the noise of both windows); a window that rises becomes the "
         "reference.\n"

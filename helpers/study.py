@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from helpers import config, evaluation, files, large_k, metrics, pipeline, report, runs, training
+from helpers import config, evaluation, files, large_k, metrics, pipeline, plateau, report, runs, training
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -127,19 +128,23 @@ def publish(run_dir: Path, dest: Path = PUBLISHED, readme: Path = README, findin
 
 
 def scrub(text: str, run_dir: Path, shown_as: str) -> str:
-    """`text` without this machine's paths: the run directory becomes `shown_as` (`outputs/cpu-study`), the
-    checkout around it `.`, the home directory `~` and the temporary directory `$TMPDIR`."""
-    run_dir = run_dir.resolve()
-    checkout = run_dir.parent.parent if run_dir.parent.name == "outputs" else None
-    pairs = [
-        (str(run_dir), shown_as),
-        (str(checkout), "."),
-        (str(Path.home()), "~"),
-        (tempfile.gettempdir(), "$TMPDIR"),
-    ]
-    for path, shown in pairs:
-        if path not in ("None", "/", ""):
-            text = text.replace(path + "/", shown + "/").replace(path, shown)
+    """`text` without this machine's paths: the run directory (as given and resolved) becomes `shown_as`
+    (`outputs/cpu-study`), the checkout around it and this one `.`, the home directory `~` and the temporary
+    directory `$TMPDIR`, each replaced where a path begins and ends, not inside another name."""
+    given = Path(os.path.abspath(run_dir))
+    places = {str(given): shown_as, str(given.resolve()): shown_as}
+    for run in (given, given.resolve()):
+        if run.parent.name == "outputs":
+            places.setdefault(str(run.parent.parent), ".")
+    places.setdefault(str(ROOT), ".")
+    places.setdefault(str(Path.home()), "~")
+    places.setdefault(tempfile.gettempdir(), "$TMPDIR")
+    for path in sorted(
+        places, key=len, reverse=True
+    ):  # the longest first: a run directory inside the checkout
+        if path not in ("/", ""):
+            found = re.compile(rf"(?<![\w.-]){re.escape(path)}(?![\w.-])")
+            text = found.sub(lambda _, shown=places[path]: shown, text)
     return text
 
 
@@ -361,10 +366,10 @@ def grpo_arms(published: Path) -> pd.DataFrame:
             "prompts used": f"{compute['prompts_consumed']} of {compute['prompts_available']}",
             "stopped": f"by the plateau rule at step {stopped}" if stopped else "no: its prompts ran out",
             "windows": f"{compute['windows']} of {compute['window']} prompts",
-            "rises beyond the noise": compute["reward_rises"],
+            "windows that rose": compute["reward_rises"],
             "reward, first window": report.format_number(compute["first_window_reward"]),
             "reward, last window": report.format_number(compute["last_window_reward"]),
-            "trained": "yes" if compute["reward_rises"] else "no",
+            "reward rose beyond the noise": "no" if plateau.did_not_train(compute) else "yes",
         }
     return pd.DataFrame(rows).T
 

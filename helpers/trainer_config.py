@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +92,9 @@ def trainer_args(run: Run, name: str) -> dict[str, Any]:
 
 
 def grpo_steps(run: Run, name: str = "GRPO") -> int:
-    """`name`'s optimizer steps: one pass over its prompts (`grpo_prompts.problems`), `grpo_prompts_per_step` a
-    step."""
-    return math.ceil(len(grpo_prompts.problems(run, name)) / run.cfg.grpo_prompts_per_step)
+    """`name`'s optimizer steps: one pass over its prompts (`grpo_prompts.problems`, a whole number of steps),
+    `grpo_prompts_per_step` a step."""
+    return len(grpo_prompts.problems(run, name)) // run.cfg.grpo_prompts_per_step
 
 
 def _kwargs(run: Run, name: str, method: str, use_vllm: bool = False) -> dict[str, Any]:
@@ -127,6 +126,9 @@ def _kwargs(run: Run, name: str, method: str, use_vllm: bool = False) -> dict[st
         "per_device_train_batch_size": c.grpo_prompts_per_step * c.k,
         "gradient_accumulation_steps": 1,
         "max_steps": grpo_steps(run, name),
+        # the same learning rate at the same prompt whatever an arm's budget: a linear decay would run to each
+        # arm's own last step (GRPO_filtered has fewer prompts), and the plateau rule may stop it long before
+        "lr_scheduler_type": "constant_with_warmup",
         "num_generations": c.k,
         "max_completion_length": c.grpo_max_completion_length,
         "temperature": c.temperature,
@@ -266,6 +268,16 @@ def resolve(config: Any, run: Run, name: str, method: str) -> tuple[Any, dict[st
         )
     changed = {k: getattr(config, k) for k in changes}
     return config_class(method)(**{**kwargs, **changed}), changes
+
+
+def carry_over(config: Any, run: Run, source: str, target: str, method: str) -> Any:
+    """`target`'s config with the changes a notebook made to `source`'s (`config`): a second variant trained with
+    the same settings (GRPO_filtered beside GRPO). Its steps stay its own (its own prompts)."""
+    _, changes = resolve(config, run, source, method)
+    changes.pop("max_steps", None)
+    return config_class(method)(
+        **{**_kwargs(run, target, method), **{k: new for k, (_, new) in changes.items()}}
+    )
 
 
 def check_lora(lora: LoraSettings, run: Run) -> None:

@@ -9,6 +9,13 @@ from the last checkpoint, and saves `models/<NAME>/`: the adapter, `log_history.
 lineage and the compute spent (tokens sampled for the data, tokens trained, optimizer steps, backward passes,
 wall time). TensorBoard logs go to `tb/<NAME>/`, the curves to `figures/train_<NAME>.png`. The settings each
 trainer runs with are objects from `trainer_config`, which a notebook may change and pass in (`config=`, `lora=`).
+
+GRPO's stopping rule (`RewardPlateau`, the rule itself in `plateau`): the rewards are recorded per group (one
+prompt's k completions) and read in windows of `grpo_window` prompts. A window *rises* when its mean total reward
+beats the reference window's (at first the first window) by more than 2 standard errors of the difference, and
+becomes the reference. GRPO stops once `grpo_patience` windows in a row have not risen, never before
+`grpo_min_prompts` prompts; an arm in which no window rose did not train (`plateau.did_not_train`), and the
+claims resting on it say so.
 """
 
 from __future__ import annotations
@@ -261,10 +268,10 @@ class RewardPlateau(_Checkpointed):
             )
 
     def state(self) -> dict[str, Any]:
-        return {"groups": self.groups.rows}
+        return {"groups": self.groups.rows, "stopped_at": self.stopped_at}
 
     def load(self, saved: dict[str, Any]) -> None:
-        self.groups.rows = saved["groups"]
+        self.groups.rows, self.stopped_at = saved["groups"], saved["stopped_at"]
 
 
 def sft_trainer(model: Any, tokenizer: Any, config: Any, rows: list[dict]) -> Any:

@@ -27,7 +27,7 @@ import smoke_series
 import torch
 from safetensors.torch import load_file
 
-from helpers import files, judge, run_lock
+from helpers import files, judge, run_lock, training
 
 POLL_S = 0.02
 ADAPTER = ("manifest.json", "adapter_config.json", "adapter_model.safetensors")
@@ -298,6 +298,9 @@ def compare(killed: Path, clean: Path) -> dict[str, str]:
             diff = max((a[k] - b[k]).abs().max().item() for k in a)
             verdicts[str(relative)] = "equal" if diff == 0 else f"max |diff| {diff:.1e}"
             assert torch.isfinite(torch.tensor(diff))
+        elif path.name == training.GROUPS:  # a GRPO arm's groups: the plateau rule's record survives a resume
+            same = path.read_bytes() == other.read_bytes() if other.is_file() else False
+            verdicts[str(relative)] = "equal" if same else "groups differ"
     return verdicts
 
 

@@ -157,7 +157,8 @@ def assert_as_the_smoke_run(
     it was drawn in (`helpers/sampling.py`)."""
     datasets = [str(p.relative_to(reference)) for p in (reference / "datasets").glob("*.jsonl")]
     adapters = [f"models/{name}/adapter_model.safetensors" for name in training.VARIANTS]
-    for name in (*SAMPLE_ROWS.keys() - cut.keys(), *datasets, *adapters):
+    groups = [f"models/{arm}/{training.GROUPS}" for arm in evaluation.GRPO_ARMS]
+    for name in (*SAMPLE_ROWS.keys() - cut.keys(), *datasets, *adapters, *groups):
         assert verdicts[name] == "equal", f"{name}: {verdicts[name]}"
     for name, before in cut.items():
         at_kill, drawn_after = compare_cut(run_dir, reference, name, before)

@@ -75,6 +75,10 @@ def test_profile_is_not_an_override_and_the_toy_set_needs_sizes() -> None:
 def test_grpos_batch_is_its_own_setting_not_the_sft_batch() -> None:
     # GRPO counts prompts a step (k completions each): an SFT batch that is no multiple of k is no problem
     assert config.resolve("smoke", k=3, batch_size=4, grpo_max_rows=1).grpo_prompts_per_step == 1
+    with pytest.raises(
+        ValueError, match=r"GRPO's 1 prompt\(s\) < grpo_prompts_per_step=2 \(no GRPO step would run"
+    ):
+        config.resolve("smoke", grpo_max_rows=1, grpo_prompts_per_step=2)
 
 
 def test_09s_settings_are_outside_the_runs_identity() -> None:

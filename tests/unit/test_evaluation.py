@@ -253,26 +253,30 @@ def test_claim_5_sets_each_source_against_sft_1() -> None:
     assert alone["5a"].verdict == "not tested (SFT_1 not trained)"
 
 
-def test_claim_6_reads_grpo_reward_sparsity_from_its_log_and_correctness_alone_from_its_groups() -> None:
-    history = pd.DataFrame({"step": [1, 2, 3, 4], "frac_reward_zero_std": [1.0, 1.0, 0.75, 1.0]})
-    found = evaluation.reward_sparsity(history, n_boot=200)
-    assert found["zero_spread_share"] == pytest.approx(0.9375) and found["exact"]
-    assert (found["steps_without_signal"], found["steps"]) == (3, 4)
+def test_claim_6_reads_grpo_reward_sparsity_from_its_groups_total_and_correctness_alone() -> None:
+    groups = pd.DataFrame(
+        {
+            "step": [1, 1, 2, 2, 3, 3, 4, 4],
+            "zero_spread": [True, True, True, False, True, True, True, True],
+            "correctness_reward_zero_spread": [True] * 8,
+        }
+    )
+    found = evaluation.reward_sparsity(groups, n_boot=200)
+    assert found["total"]["share"] == 0.875 and found["correctness"]["share"] == 1.0
+    assert (found["steps_without_signal"], found["steps"]) == (3, 4)  # step 2 had one group with a signal
+    claim = evaluation._sparsity_claim(evaluation.GrpoArm("GRPO", pd.DataFrame(), groups, {}), n_boot=200)
+    assert claim.claim.startswith("6.") and "3 of 4" in claim.evidence and "8 groups" in claim.evidence
+    assert "of the correctness reward alone 1.00 [1.00, 1.00]" in claim.evidence
 
-    def arm(log: pd.DataFrame) -> evaluation.GrpoArm:
-        groups = pd.DataFrame({"zero_spread": [True, False], "correctness_reward_zero_spread": [True, True]})
-        return evaluation.GrpoArm("GRPO", log, groups, {})
+    def arm(shares: list[bool]) -> evaluation.GrpoArm:
+        table = pd.DataFrame({"step": range(len(shares)), "zero_spread": shares})
+        return evaluation.GrpoArm(
+            "GRPO", pd.DataFrame(), table.assign(correctness_reward_zero_spread=True), {}
+        )
 
-    windows = pd.DataFrame({"step": [1, 10, 20], "frac_reward_zero_std": [1.0, 1.0, 0.5], "loss": [0, 0, 0]})
-    claim = evaluation._sparsity_claim(arm(windows))
-    assert "at least 10 of 20" in claim.evidence and claim.claim.startswith("6.")
-    assert "of the correctness reward alone 1.00 [1.00, 1.00] (2 groups)" in claim.evidence
-    sparse = pd.DataFrame({"step": range(1, 41), "frac_reward_zero_std": [1.0, 0.75] * 20})
-    assert evaluation._sparsity_claim(arm(sparse)).verdict == "holds"
-    dense = pd.DataFrame({"step": range(1, 41), "frac_reward_zero_std": [0.0, 0.25] * 20})
-    assert evaluation._sparsity_claim(arm(dense)).verdict == "does not hold"
-    with pytest.raises(ValueError, match="no frac_reward_zero_std"):
-        evaluation.reward_sparsity(pd.DataFrame({"step": [1], "loss": [0.1]}))
+    assert evaluation._sparsity_claim(arm([True, True, True, False] * 20)).verdict == "holds"
+    assert evaluation._sparsity_claim(arm([False, False, False, True] * 20)).verdict == "does not hold"
+    assert evaluation._sparsity_claim(arm([])).verdict.startswith("not tested (no group")
 
 
 def test_claim_7_ranks_gain_per_token_and_sets_the_teacher_against_grpo() -> None:
@@ -341,7 +345,9 @@ def _arm(name: str = "GRPO", rises: int = 1, zero_spread: float = 0.5, n: int = 
     """A GRPO arm's record: a log, n groups of which a `zero_spread` share had no spread, and its compute."""
     history = pd.DataFrame({"step": range(1, 5), "reward": 0.5, "frac_reward_zero_std": zero_spread})
     flat = [True] * round(n * zero_spread) + [False] * (n - round(n * zero_spread))
-    groups = pd.DataFrame({"zero_spread": flat, "correctness_reward_zero_spread": [True] * n})
+    groups = pd.DataFrame(
+        {"step": range(n), "zero_spread": flat, "correctness_reward_zero_spread": [True] * n}
+    )
     compute = {"prompts_consumed": 32, "prompts_available": 64, "stopped_early_at_step": 8, "window": 8}
     compute.update(windows=4, reward_rises=rises, first_window_reward=0.2, last_window_reward=0.25)
     return evaluation.GrpoArm(name, history, groups, compute)

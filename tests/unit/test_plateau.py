@@ -37,6 +37,7 @@ def test_groups_are_k_consecutive_completions_scored_by_every_reward() -> None:
     form(completions=batch, trainer_state=state)
     table = recorder.frame()
     assert table["prompt"].tolist() == [1, 2, 3] and set(table["step"]) == {5}  # scored during step 5
+    assert table["problem_id"].isna().all()  # the trainer passed no problem ids
     assert table["correctness_reward"].tolist() == [0.5, 1.0, 0.0]  # the unreadable gold is left out
     assert table["reward"].tolist() == [1.0, 1.5, 0.5]
     assert table["zero_spread"].tolist() == [False, True, True]  # NaN + 0.5 sums as 0.5 (TRL's nansum)
@@ -44,6 +45,13 @@ def test_groups_are_k_consecutive_completions_scored_by_every_reward() -> None:
     assert table["format_reward_zero_spread"].all()
     with pytest.raises(ValueError, match="soft_format_reward is not one of the recorded rewards"):
         recorder.wrap(rewards.soft_format_reward)
+
+
+def test_each_group_keeps_its_problem_id_and_an_empty_record_has_the_columns() -> None:
+    recorder = plateau.GroupRewards(["correctness_reward"], k=2)
+    assert list(recorder.frame().columns) == recorder.columns() and recorder.frame().empty
+    recorder.wrap(correctness_reward)(completions=["right"] * 4, problem_id=["a", "a", "b", "b"])
+    assert recorder.frame()["problem_id"].tolist() == ["a", "b"]
 
 
 def test_the_total_follows_the_trainers_reward_weights() -> None:
@@ -122,4 +130,4 @@ def test_the_callback_stops_training_and_keeps_its_groups_across_a_resume() -> N
     resumed.record(SimpleNamespace(num_generations=2, reward_weights=None))
     resumed.load(rule.state())
     assert resumed.groups.frame().equals(rule.groups.frame()) and resumed.verdict().stale == 2
-    assert "1. A window is 1 consecutive prompts" in plateau.rule_text(1, 2, 0)
+    assert "1. A window is 1 consecutive prompt(s)" in plateau.rule_text(1, 2, 0)

@@ -120,6 +120,12 @@ def test_grpo_rows_are_the_train_problems_with_their_gold(run: runs.Run) -> None
     assert rows[0]["answer"] == problems["gold"][0]
 
 
+def test_grpo_takes_whole_steps_of_prompts(run: runs.Run) -> None:
+    three = runs.Run(run.root, dataclasses.replace(run.cfg, grpo_max_rows=None, grpo_prompts_per_step=3))
+    assert len(grpo_prompts.rows(three)) == 15 and trainer_config.grpo_steps(three) == 5  # of 16 problems
+    assert trainer_config.grpo_config(three).per_device_train_batch_size == 3 * run.cfg.k
+
+
 def test_grpo_filtered_keeps_the_problems_the_base_solves_sometimes(run: runs.Run) -> None:
     problems = run.problems("train")
     ids, golds = problems["id"], problems["gold"]
@@ -135,6 +141,10 @@ def test_grpo_filtered_keeps_the_problems_the_base_solves_sometimes(run: runs.Ru
     rows = grpo_prompts.rows(every, "GRPO_filtered")
     assert [r["answer"] for r in rows] == [golds[1], golds[3]]
     assert len(grpo_prompts.rows(run, "GRPO_filtered")) == run.cfg.grpo_max_rows == 2
+    changed = trainer_config.grpo_config(run, "GRPO", scale_rewards="none", max_steps=9)
+    carried = trainer_config.carry_over(changed, run, "GRPO", "GRPO_filtered", "grpo")
+    assert carried.scale_rewards == "none" and carried.max_steps == 2  # its own steps: 2 prompts, 1 a step
+    assert carried.output_dir.endswith("GRPO_filtered")
     never = [{**r, "completion": "#### x"} for r in samples]
     write(run.root / grpo_prompts.BASE_SAMPLES, [json.dumps(r) for r in never])
     with pytest.raises(filtering.NothingToTrainOn, match="Nothing to train GRPO_filtered on: of 16 training"):
