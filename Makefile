@@ -46,9 +46,9 @@ test: lint
 smoke: setup
 	$(BIN)/python -m helpers.pipeline run --profile smoke --run-dir $(RUN_DIR)
 
-# The CPU study: the whole series at a size whose intervals decide (the published run took 82 minutes on 2 cores for
-# 01-08 with the engine before bf16 and one engine for all models; 37 minutes for 01-09 now, measured on 2 cores
-# with AMX, so in bf16; a CPU without native bf16 samples in fp32, about twice as slowly). Its
+# The CPU study: the whole series at a size whose intervals decide (the published run took 82 minutes for 01-09 on 2
+# cores with AMX, so sampling in bf16, 33 of them training the two GRPO arms; a CPU without native bf16 samples in
+# fp32, about twice as slowly). Its
 # results are in the README and docs/findings.md; `python -m helpers.study publish $(STUDY_DIR)` puts a new run's
 # there.
 STUDY_DIR ?= outputs/cpu-study

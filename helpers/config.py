@@ -221,12 +221,12 @@ GPU_SMOKE = dataclasses.replace(
     large_k_problems=8,
 )
 
-# The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. Measured
-# on 2 cores (the published run, docs/findings.md, with the engine as it was then: fp32, 32 sequences in flight,
-# an engine per model): 82 minutes for 01-08, 526k tokens sampled by the engine (and 6k by GRPO). The sampling
-# figures below are that run's. With today's engine (bf16, 128 in flight, one engine for 08 and one for 09), on 2
-# cores with AMX (2026-12-05): 37 minutes for 01-09 (01 138 s, 02 8, 03 71, 04 304, 05 521, 06 173, 07 211, 08 423,
-# 09 384), of which 17 are sampling: 751k tokens at 735 tok/s (train passes 846, test 744, 09's draws 638).
+# The CPU study (`make study`): the smoke's model and toy set, sized so that the paired intervals decide. The
+# published run (docs/findings.md), on 2 cores with AMX (2026-12-06): 82 minutes for 01-09, within the 90-minute
+# budget (01 338 s, part of it beside other processes of mine; 02 12; 03 84; 04 362; 05 870; 06 1962, the two GRPO
+# arms 1070 s and 867 s; 07 255; 08 682; 09 372). That machine sampled at 443-705 tok/s; another of the same kind
+# made 846 the day before, when 01-09 at the earlier sizes (64 test problems, GRPO stopped after 8 prompts) took
+# 37 minutes. The older sampling figures below (fp32, 32 sequences in flight) are the first published run's.
 # - Train: 128 problems x k=8, sampled three times (01 the base, 05 SFT_1, 07 the teacher: here the base again with
 #   another seed, as in the smoke), 59-88k tokens a pass at 177-248 tok/s: 5.6-7.6 minutes of sampling each. The
 #   base is right in 11 % of its samples: 104 SFT rows and 195 ORPO pairs (3 a problem at most) in round 1, 198
@@ -241,8 +241,11 @@ GPU_SMOKE = dataclasses.replace(
 #   from 0.08 to 0.16: too little to call training. The plateau rule reads windows of 8 prompts (2 steps; a
 #   standard error near 0.1 on the total), stops after 3 windows without a rise beyond 2 standard errors, and not
 #   before 32 prompts. The published run before this rule stopped GRPO after 8 prompts on windows of 1-2 prompts.
-# - Test: 96 problems x k=8 for 10 models (64 in the published run before this one gave +-0.14 on pass@8 at the
-#   widest; 96 aims at +-0.12).
+# - GRPO in the published run: 64 prompts, the format reward's window mean 0.09 to 0.92, correctness 0.06-0.20, 2
+#   windows rising beyond the noise; GRPO_filtered: 60 prompts (62 qualified, whole steps of 4), stopped by the
+#   rule after 56, format 0.09 to 0.78, correctness 0.14 to 0.34.
+# - Test: 96 problems x k=8 for 10 models: paired intervals of +-0.05 on pass@1, +-0.09 on maj_half@8 and +-0.11
+#   on pass@8 at the widest (64 problems gave +-0.14 on pass@8).
 CPU_STUDY = dataclasses.replace(
     SMOKE,
     profile="cpu-study",

@@ -365,13 +365,13 @@ def grpo_arms(published: Path) -> pd.DataFrame:
         rows[arm] = {
             "prompts used": f"{compute['prompts_consumed']} of {compute['prompts_available']}",
             "stopped": f"by the plateau rule at step {stopped}" if stopped else "no: its prompts ran out",
-            "windows": f"{compute['windows']} of {compute['window']} prompts",
+            "windows": f"{compute['windows']} x {compute['window']} prompts",
             "windows that rose": compute["reward_rises"],
             "reward, first window": report.format_number(compute["first_window_reward"]),
             "reward, last window": report.format_number(compute["last_window_reward"]),
             "reward rose beyond the noise": "no" if plateau.did_not_train(compute) else "yes",
         }
-    return pd.DataFrame(rows).T
+    return pd.DataFrame(rows).T.rename_axis("arm")
 
 
 def _grpo_part(published: Path, where: str) -> list[str]:
