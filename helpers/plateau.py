@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from helpers import metrics
+
 Z = 2.0  # standard errors of the difference a window must rise by
 TOTAL = "reward"  # the groups' column of the total reward (TRL's name in its log)
 
@@ -205,9 +207,7 @@ def zero_spread_share(
     values = groups[column].to_numpy(dtype=float)
     if values.size == 0:
         raise ValueError("no group was recorded")
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, values.size, size=(n_boot, values.size))].mean(axis=1)
-    low, high = (float(x) for x in np.percentile(means, [2.5, 97.5]))
+    low, high = metrics.bootstrap_ci(values, n_boot, seed)
     return {"share": float(values.mean()), "lo": low, "hi": high, "groups": int(values.size)}
 
 
