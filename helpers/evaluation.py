@@ -345,23 +345,21 @@ UNTRAINED = re.compile(r"^(?P<arms>\S+(?: and \S+)*) did not train \((?P<why>.*)
 
 @dataclass(frozen=True)
 class GrpoArm:
-    """A trained GRPO arm's record: its training log, its groups (`plateau`) and its manifest's compute."""
+    """A trained GRPO arm's record: its groups (`plateau`) and its manifest's compute."""
 
     name: str
-    history: pd.DataFrame
     groups: pd.DataFrame
     compute: dict[str, Any]
 
 
 def grpo_arms(run: Run) -> dict[str, GrpoArm]:
-    """The GRPO arms trained in `run` (notebook 06), by name: `models/<arm>/` log, groups and compute record."""
+    """The GRPO arms trained in `run` (notebook 06), by name: `models/<arm>/` groups and compute record."""
     found = {}
     for name in GRPO_ARMS:
         path = run.root / "models" / name
-        if (path / training.HISTORY).is_file() and (path / training.GROUPS).is_file():
+        if (path / training.GROUPS).is_file():
             compute = models.read_manifest(path).get("compute", {})
-            history, groups = pd.read_csv(path / training.HISTORY), pd.read_csv(path / training.GROUPS)
-            found[name] = GrpoArm(name, history, groups, compute)
+            found[name] = GrpoArm(name, pd.read_csv(path / training.GROUPS), compute)
     return found
 
 

@@ -264,15 +264,13 @@ def test_claim_6_reads_grpo_reward_sparsity_from_its_groups_total_and_correctnes
     found = evaluation.reward_sparsity(groups, n_boot=200)
     assert found["total"]["share"] == 0.875 and found["correctness"]["share"] == 1.0
     assert (found["steps_without_signal"], found["steps"]) == (3, 4)  # step 2 had one group with a signal
-    claim = evaluation._sparsity_claim(evaluation.GrpoArm("GRPO", pd.DataFrame(), groups, {}), n_boot=200)
+    claim = evaluation._sparsity_claim(evaluation.GrpoArm("GRPO", groups, {}), n_boot=200)
     assert claim.claim.startswith("6.") and "3 of 4" in claim.evidence and "8 groups" in claim.evidence
     assert "of the correctness reward alone 1.00 [1.00, 1.00]" in claim.evidence
 
     def arm(shares: list[bool]) -> evaluation.GrpoArm:
         table = pd.DataFrame({"step": range(len(shares)), "zero_spread": shares})
-        return evaluation.GrpoArm(
-            "GRPO", pd.DataFrame(), table.assign(correctness_reward_zero_spread=True), {}
-        )
+        return evaluation.GrpoArm("GRPO", table.assign(correctness_reward_zero_spread=True), {})
 
     assert evaluation._sparsity_claim(arm([True, True, True, False] * 20)).verdict == "holds"
     assert evaluation._sparsity_claim(arm([False, False, False, True] * 20)).verdict == "does not hold"
@@ -342,15 +340,14 @@ def test_claim_3_goes_through_the_one_rule() -> None:
 
 
 def _arm(name: str = "GRPO", rises: int = 1, zero_spread: float = 0.5, n: int = 16) -> evaluation.GrpoArm:
-    """A GRPO arm's record: a log, n groups of which a `zero_spread` share had no spread, and its compute."""
-    history = pd.DataFrame({"step": range(1, 5), "reward": 0.5, "frac_reward_zero_std": zero_spread})
+    """A GRPO arm's record: n groups of which a `zero_spread` share had no spread, and its compute."""
     flat = [True] * round(n * zero_spread) + [False] * (n - round(n * zero_spread))
     groups = pd.DataFrame(
         {"step": range(n), "zero_spread": flat, "correctness_reward_zero_spread": [True] * n}
     )
     compute = {"prompts_consumed": 32, "prompts_available": 64, "stopped_early_at_step": 8, "window": 8}
     compute.update(windows=4, reward_rises=rises, first_window_reward=0.2, last_window_reward=0.25)
-    return evaluation.GrpoArm(name, history, groups, compute)
+    return evaluation.GrpoArm(name, groups, compute)
 
 
 UNTRAINED_WHY = (
@@ -418,8 +415,8 @@ def test_grpo_arms_are_read_from_their_saved_records(tmp_path: Path) -> None:
     run = runs.open_run(tmp_path / "run", "smoke")
     assert evaluation.grpo_arms(run) == {}
     manifest(run.root, "GRPO", None, None, {"prompts_consumed": 2, "reward_rises": 0})
-    (run.root / "models" / "GRPO" / "log_history.csv").write_text("step,reward\n1,0.5\n")
+    assert evaluation.grpo_arms(run) == {}  # no groups recorded: not an arm of this series' GRPO
     (run.root / "models" / "GRPO" / "groups.csv").write_text("prompt,reward,zero_spread\n1,0.5,False\n")
     arms = evaluation.grpo_arms(run)
     assert list(arms) == ["GRPO"] and arms["GRPO"].compute["prompts_consumed"] == 2
-    assert arms["GRPO"].history["reward"].tolist() == [0.5] and len(arms["GRPO"].groups) == 1
+    assert arms["GRPO"].groups["reward"].tolist() == [0.5] and len(arms["GRPO"].groups) == 1
