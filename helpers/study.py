@@ -139,9 +139,8 @@ def scrub(text: str, run_dir: Path, shown_as: str) -> str:
     places.setdefault(str(ROOT), ".")
     places.setdefault(str(Path.home()), "~")
     places.setdefault(tempfile.gettempdir(), "$TMPDIR")
-    for path in sorted(
-        places, key=len, reverse=True
-    ):  # the longest first: a run directory inside the checkout
+    # the longest first: a run directory inside the checkout goes before the checkout
+    for path in sorted(places, key=len, reverse=True):
         if path not in ("/", ""):
             found = re.compile(rf"(?<![\w.-]){re.escape(path)}(?![\w.-])")
             text = found.sub(lambda _, shown=places[path]: shown, text)
